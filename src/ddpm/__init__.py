@@ -1,0 +1,31 @@
+"""ddpm: train denoising diffusion probabilistic models on images, sample fast, measure honestly."""
+
+from .builders import build_model, build_schedule
+from .config import (
+    DataConfig,
+    DiffusionConfig,
+    RunConfig,
+    SampleConfig,
+    TrainConfig,
+    UNetConfig,
+    from_dict,
+    load_preset,
+)
+from .denoiser import make_denoiser
+from .devices import resolve_device
+from .errors import DDPMError
+from .generate import generate, load_run, to_uint8
+from .models import UNet, build_unet
+from .samplers import SAMPLERS, StepInfo, sample_ancestral, sample_ddim
+from .schedules import Schedule, make_schedule, timestep_subsequence
+from .train import train
+from .viz import save_grid
+
+__version__ = "0.1.0"
+__all__ = [
+    "DDPMError", "DataConfig", "DiffusionConfig", "RunConfig", "SAMPLERS", "SampleConfig",
+    "Schedule", "StepInfo", "TrainConfig", "UNet", "UNetConfig", "build_model", "build_schedule",
+    "build_unet", "from_dict", "generate", "load_preset", "load_run", "make_denoiser",
+    "make_schedule", "resolve_device", "sample_ancestral", "sample_ddim", "save_grid",
+    "timestep_subsequence", "to_uint8", "train",
+]  # fmt: skip

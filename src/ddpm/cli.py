@@ -1,0 +1,202 @@
+"""The `ddpm` command line: train, sample, bench. User errors print one line and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from .config import (
+    RESUMABLE_KEYS,
+    RunConfig,
+    diff_keys,
+    from_dict,
+    load_preset,
+    load_yaml,
+    parse_overrides,
+    preset_names,
+    to_dict,
+)
+from .data import DATASETS
+from .errors import DDPMError
+from .samplers import SAMPLERS
+
+log = logging.getLogger(__name__)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line instead of usage + message
+        self.exit(2, f"ddpm: error: {message} (see: {self.prog} --help)\n")
+
+
+def _resolve_train_config(args: argparse.Namespace) -> RunConfig:
+    """Defaults < dataset's or named preset < --config file < --set overrides."""
+    if args.preset:
+        config = load_preset(args.preset)
+    elif args.dataset in preset_names():
+        config = load_preset(args.dataset)
+    else:
+        if args.dataset not in DATASETS:
+            raise DDPMError(
+                f"unknown dataset {args.dataset!r}; known: {', '.join(sorted(DATASETS))}"
+            )
+        config = from_dict({"data": {"dataset": args.dataset}})
+    if args.config:
+        config = from_dict(load_yaml(args.config), base=config)
+    if args.preset and args.dataset:
+        config = from_dict({"data": {"dataset": args.dataset}}, base=config)
+    return from_dict(parse_overrides(args.set), base=config)
+
+
+def _resume_config(args: argparse.Namespace) -> RunConfig:
+    config_file = Path(args.resume) / "config.json"
+    if not config_file.is_file():
+        raise DDPMError(f"{args.resume} is not a run folder (no config.json)")
+    try:
+        saved = from_dict(json.loads(config_file.read_text()))
+    except json.JSONDecodeError as error:
+        raise DDPMError(f"{config_file} is not valid JSON ({error})") from None
+    config = from_dict(parse_overrides(args.set), base=saved)
+    unsafe = [k for k in diff_keys(saved, config) if k not in RESUMABLE_KEYS]
+    if unsafe:
+        raise DDPMError(f"cannot change {', '.join(unsafe)} when resuming; only "
+                        f"{', '.join(sorted(RESUMABLE_KEYS))} may change")  # fmt: skip
+    for key in diff_keys(saved, config):
+        log.warning("resuming with changed %s", key)
+    return config
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .checkpoint import list_checkpoints
+    from .devices import resolve_device
+    from .train import train
+
+    if args.resume:
+        if args.dataset or args.preset or args.config:
+            raise DDPMError("--resume takes the run's own config; only --set may change safe keys")
+        config, run_dir = _resume_config(args), Path(args.resume)
+    else:
+        if not (args.dataset or args.preset) or not args.out:
+            raise DDPMError("train needs --dataset NAME or --preset NAME, and --out DIR")
+        config, run_dir = _resolve_train_config(args), Path(args.out)
+    if args.dry_run:
+        print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
+        return 0
+    if not args.resume and list_checkpoints(run_dir / "checkpoints"):
+        raise DDPMError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
+                        f"or choose another --out")  # fmt: skip
+    result = train(config, run_dir, device=resolve_device(args.device), resume=bool(args.resume),
+                   progress=not args.quiet)  # fmt: skip
+    print(f"trained to step {result.step}, final loss {result.last_loss:.4f}")
+    print(f"checkpoint: {result.checkpoint}")
+    print(f"samples:    {result.samples}")
+    print(f"log:        {run_dir / 'log.csv'} (plot: {run_dir / 'loss.png'})")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from .devices import resolve_device
+    from .generate import generate, load_run, to_uint8
+    from .viz import TrajectoryRecorder, save_grid, save_progressive
+
+    run = load_run(args.run, use_ema=not args.no_ema, device=resolve_device(args.device))
+    recorder = None
+    if args.progressive is not None:
+        recorder = TrajectoryRecorder(args.steps, num_frames=10, num_images=min(4, args.n))
+    images = generate(run.net, run.schedule, run.config, n=args.n, seed=args.seed,
+                      sampler=args.sampler, steps=args.steps, eta=args.eta,
+                      batch_size=args.batch_size, callback=recorder, progress=not args.quiet)  # fmt: skip
+    print(f"grid: {save_grid(images, args.out)}")
+    if recorder is not None:
+        out = Path(
+            args.progressive or Path(args.out).with_name(Path(args.out).stem + "_progressive.png")
+        )
+        print(f"progressive denoising: {save_progressive(recorder, images, out)}")
+    if args.npz:
+        Path(args.npz).parent.mkdir(parents=True, exist_ok=True)
+        np.savez(args.npz, arr_0=to_uint8(images).permute(0, 2, 3, 1).numpy())
+        print(
+            f"npz: {args.npz} (arr_0: uint8 {args.n}x{images.shape[2]}x{images.shape[3]}x{images.shape[1]})"
+        )
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+    from .devices import resolve_device
+
+    config = from_dict(parse_overrides(args.set), base=load_preset(args.preset))
+    result = run_bench(config, preset=args.preset, device=resolve_device(args.device),
+                       batch_size=args.batch, train_steps=args.train_steps,
+                       sample_steps=args.sample_steps)  # fmt: skip
+    print(json.dumps(result.as_dict()) if args.json else "\n".join(result.lines()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ddpm", description="Denoising diffusion probabilistic models.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    device = dict(choices=["auto", "cpu", "cuda"], default="auto", help="where to run")
+
+    train = sub.add_parser("train", help="train a model (or resume a run)")
+    train.add_argument("--dataset", help=f"dataset: {', '.join(sorted(DATASETS))}")
+    train.add_argument("--preset", help=f"reference configuration: {', '.join(preset_names())}")
+    train.add_argument("--out", help="run folder to create")
+    train.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
+    train.add_argument("--config", metavar="FILE.yaml", help="config file over the preset")
+    train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    train.add_argument("--device", **device)
+    train.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(func=cmd_train)
+
+    sample = sub.add_parser("sample", help="generate images from a run")
+    sample.add_argument("--run", required=True, help="run folder or checkpoint file")
+    sample.add_argument("--n", type=int, default=64, help="number of images")
+    sample.add_argument("--sampler", choices=sorted(SAMPLERS), default="ddim")
+    sample.add_argument("--steps", type=int, default=50, help="number of network evaluations")
+    sample.add_argument("--eta", type=float, default=None, help="DDIM eta (default: config)")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--out", default="samples.png", metavar="GRID.png")
+    sample.add_argument("--npz", metavar="FILE.npz", help="also write arr_0: uint8 [N, H, W, C]")
+    sample.add_argument("--progressive", nargs="?", const="", metavar="STRIP.png",
+                        help="also write a progressive-denoising strip")  # fmt: skip
+    sample.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
+    sample.add_argument("--batch-size", type=int, default=None)
+    sample.add_argument("--device", **device)
+    sample.add_argument("--quiet", action="store_true")
+    sample.set_defaults(func=cmd_sample)
+
+    bench = sub.add_parser("bench", help="measure speed and size of a preset's model")
+    bench.add_argument("--preset", default="digits", help=f"one of: {', '.join(preset_names())}")
+    bench.add_argument("--batch", type=int, default=64)
+    bench.add_argument("--train-steps", type=int, default=20)
+    bench.add_argument("--sample-steps", type=int, default=50)
+    bench.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    bench.add_argument("--device", **device)
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="ddpm: %(message)s")  # fmt: skip
+    try:
+        return args.func(args)
+    except DDPMError as error:
+        from .train.signals import TrainingStopped
+
+        print(f"ddpm: {'stopped' if isinstance(error, TrainingStopped) else 'error'}: {error}",
+              file=sys.stderr)  # fmt: skip
+        return 130 if isinstance(error, TrainingStopped) else 2
+    except KeyboardInterrupt:
+        print("ddpm: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,218 @@
+"""Run configuration: one frozen dataclass per concern, built only at the edges.
+
+Sources, later ones winning: dataclass defaults < preset YAML < --config YAML < --set overrides.
+Unknown keys and wrong types are `DDPMError`s naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import DDPMError
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    schedule: Literal["linear", "cosine", "quadratic", "sigmoid"] = "linear"
+    num_timesteps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    cosine_s: float = 0.008
+    prediction: Literal["eps", "x0", "v"] = "eps"
+    loss: Literal["l2", "l1", "huber"] = "l2"
+    clip_denoised: bool = True
+    variance: Literal["beta_tilde", "beta"] = "beta_tilde"
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    base_channels: int = 64
+    channel_mult: tuple[int, ...] = (1, 2, 2, 2)
+    num_res_blocks: int = 2
+    attention_resolutions: tuple[int, ...] = (16,)
+    attention_head_dim: int = 32
+    linear_attention: bool = False  # linear attention at the levels without full attention
+    block: Literal["resnet", "convnext"] = "resnet"
+    dropout: float = 0.1
+    num_groups: int = 32
+    num_classes: int = 0  # > 0: class-conditional, with one extra null class for guidance
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "digits"
+    data_dir: str | None = None
+    image_size: int = 8
+    channels: int = 1
+    random_flip: bool = False
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    num_steps: int = 5000
+    batch_size: int = 128
+    lr: float = 2e-4
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    warmup_steps: int = 500
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.9999
+    seed: int = 0
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    compile: bool = False
+    log_every: int = 50
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    sample_every: int = 1000
+    num_sample_images: int = 64
+    label_dropout: float = 0.1  # class-conditional only: probability of training on the null class
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    sampler: str = "ddim"
+    steps: int = 50
+    eta: float = 0.0
+    spacing: Literal["uniform", "quadratic", "trailing"] = "uniform"
+    batch_size: int = 256
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    model: UNetConfig = field(default_factory=UNetConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(RunConfig)}
+# Keys that may change when a run resumes: they do not alter the model or what was trained so far.
+RESUMABLE_KEYS = {
+    "train.num_steps", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
+    "train.sample_every", "train.num_sample_images", "train.compile", "data.data_dir",
+    "sample.sampler", "sample.steps", "sample.eta", "sample.spacing", "sample.batch_size",
+}  # fmt: skip
+
+
+def to_dict(config: RunConfig) -> dict[str, dict[str, Any]]:
+    """Plain nested dict (tuples become lists), suitable for JSON."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def from_dict(data: dict[str, Any], base: RunConfig | None = None) -> RunConfig:
+    """Build a RunConfig from a nested dict over `base` (default: all defaults); strict."""
+    base = base or RunConfig()
+    if not isinstance(data, dict):
+        raise DDPMError(
+            "a config must be a mapping of sections (diffusion, model, data, train, sample)"
+        )
+    sections = {}
+    for name in SECTIONS:
+        section = getattr(base, name)
+        values = data.get(name) or {}
+        if not isinstance(values, dict):
+            raise DDPMError(f"config section {name!r} must be a mapping")
+        sections[name] = _replace_checked(section, values, prefix=name)
+    unknown = sorted(set(data) - set(SECTIONS))
+    if unknown:
+        raise DDPMError(f"unknown config section(s) {unknown}; known: {sorted(SECTIONS)}")
+    return RunConfig(**sections)
+
+
+def _replace_checked(section: Any, values: dict[str, Any], *, prefix: str) -> Any:
+    hints = typing.get_type_hints(type(section))
+    unknown = sorted(set(values) - set(hints))
+    if unknown:
+        raise DDPMError(f"unknown config key(s) {[f'{prefix}.{k}' for k in unknown]}; "
+                        f"known in {prefix}: {sorted(hints)}")  # fmt: skip
+    converted = {k: _coerce(v, hints[k], f"{prefix}.{k}") for k, v in values.items()}
+    return dataclasses.replace(section, **converted)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check `value` against a type hint, converting lists to tuples and ints to floats."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        if value not in args:
+            raise DDPMError(f"{key} must be one of {list(args)}, got {value!r}")
+        return value
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is tuple:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise DDPMError(f"{key} must be a list, got {value!r}")
+        return tuple(_coerce(v, args[0], key) for v in value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is bool and not isinstance(value, bool):
+        raise DDPMError(f"{key} must be true or false, got {value!r}")
+    if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise DDPMError(f"{key} must be an integer, got {value!r}")
+    if not isinstance(value, hint):
+        raise DDPMError(f"{key} must be of type {hint.__name__}, got {value!r}")
+    return value
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, dict[str, Any]]:
+    """['train.lr=1e-4', 'model.channel_mult=[1,2]'] -> nested dict; values are parsed as YAML."""
+    nested: dict[str, dict[str, Any]] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not name:
+            raise DDPMError(f"--set expects section.key=value, got {pair!r}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        nested.setdefault(section, {})[name] = value
+    return nested
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise DDPMError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise DDPMError(f"config file {path} is not valid YAML: {str(error).splitlines()[0]}")
+    if not isinstance(data, dict):
+        raise DDPMError(f"config file {path} must hold a mapping of sections")
+    return data
+
+
+def preset_names() -> list[str]:
+    folder = resources.files("ddpm") / "presets"
+    return sorted(
+        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
+    )
+
+
+def load_preset(name: str) -> RunConfig:
+    """The shipped preset `name` (src/ddpm/presets/NAME.yaml) over the defaults."""
+    if name not in preset_names():
+        raise DDPMError(f"unknown preset {name!r}; known: {', '.join(preset_names())}")
+    text = (resources.files("ddpm") / "presets" / f"{name}.yaml").read_text()
+    return from_dict(yaml.safe_load(text) or {})
+
+
+def diff_keys(old: RunConfig, new: RunConfig) -> list[str]:
+    """Dotted keys whose values differ between two configs."""
+    a, b = to_dict(old), to_dict(new)
+    return [f"{s}.{k}" for s in a for k in a[s] if a[s][k] != b[s][k]]

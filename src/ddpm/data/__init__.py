@@ -1,0 +1,12 @@
+from .batches import InMemoryBatches, seeded_generator, step_generator
+from .dataset import DATASETS, ImageData, check_matches, load_dataset
+
+__all__ = [
+    "DATASETS",
+    "ImageData",
+    "InMemoryBatches",
+    "check_matches",
+    "load_dataset",
+    "seeded_generator",
+    "step_generator",
+]

@@ -1,0 +1,64 @@
+"""Training batches from an in-memory uint8 dataset, as a pure function of (seed, step).
+
+Epoch e visits the images in the order of a permutation drawn from a generator seeded with
+(seed, e); step n takes the n-th slice of batch_size from it (dropping the last partial batch).
+So the data order needs no saved state: resuming at step n gives the same batches.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..errors import DDPMError
+
+
+def seeded_generator(*key: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator whose seed is a hash of the integer `key` (e.g. (seed, step, stream) or
+    (seed, image index)), so distinct keys give independent streams."""
+    state = np.random.SeedSequence([abs(k) for k in key]).generate_state(2, dtype=np.uint32)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
+    return generator
+
+
+def step_generator(seed: int, step: int, stream: int) -> torch.Generator:
+    """The CPU generator for one purpose (`stream`) of one training step."""
+    return seeded_generator(seed, step, stream)
+
+
+class InMemoryBatches:
+    """Batches of float images in [-1, 1] (and labels) for each step, held on `device` as uint8."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None, *, batch_size: int,
+                 seed: int, random_flip: bool, device: torch.device):  # fmt: skip
+        if batch_size < 1:
+            raise DDPMError(f"train.batch_size must be >= 1, got {batch_size}")
+        if len(images) < batch_size:
+            raise DDPMError(f"train.batch_size {batch_size} exceeds the dataset size {len(images)}")
+        self.images = images.to(device)
+        self.labels = labels.to(device) if labels is not None else None
+        self.batch_size, self.seed, self.random_flip = batch_size, seed, random_flip
+        self.steps_per_epoch = len(images) // batch_size
+        self._epoch, self._order = -1, torch.empty(0, dtype=torch.long)
+
+    def _order_for(self, epoch: int) -> torch.Tensor:
+        if epoch != self._epoch:
+            generator = step_generator(self.seed, epoch, stream=0)
+            self._order = torch.randperm(len(self.images), generator=generator).to(
+                self.images.device
+            )
+            self._epoch = epoch
+        return self._order
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(x0 float32 [B, C, H, W] in [-1, 1], labels [B] or None) for training step `step`."""
+        epoch, position = divmod(step, self.steps_per_epoch)
+        start = position * self.batch_size
+        index = self._order_for(epoch)[start : start + self.batch_size]
+        x0 = self.images[index].float().div_(127.5).sub_(1.0)
+        if self.random_flip:
+            flip = torch.rand(len(index), generator=step_generator(self.seed, step, stream=1))
+            x0 = torch.where(flip.to(x0.device)[:, None, None, None] < 0.5, x0.flip(-1), x0)
+        labels = self.labels[index] if self.labels is not None else None
+        return x0, labels

@@ -1,0 +1,63 @@
+"""The one wrapper between a network and the samplers.
+
+A network is `net(x_t, t, labels) -> raw output`; a denoiser is any callable `(x_t, t) -> x0_hat`.
+`make_denoiser` handles the prediction type, x0 clipping and classifier-free guidance, so samplers
+never see any of them.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+import torch
+
+from .diffusion import Prediction, gather, x0_from_prediction
+from .schedules import Schedule
+
+
+class Denoiser(Protocol):
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """x_t [B, C, H, W] float, t LongTensor [B] (0-based) -> estimate of x0, float32 [B, C, H, W]."""
+        ...
+
+
+def make_denoiser(
+    net: Callable[..., torch.Tensor],
+    schedule: Schedule,
+    *,
+    prediction: Prediction = "eps",
+    clip: bool = True,
+    labels: torch.Tensor | None = None,
+    null_label: int | None = None,
+    guidance: float = 1.0,
+) -> Denoiser:
+    """Wrap `net` into a denoiser.
+
+    clip: clamp x0_hat to [-1, 1] (the data range), as in Ho et al.'s sampler.
+    labels: LongTensor [B] of class labels for a class-conditional network, or None.
+    guidance: classifier-free guidance scale w (Ho & Salimans 2022): the raw output becomes
+        out_null + w (out_cond - out_null); both are computed in one network call. w = 1 is plain
+        conditional sampling; `null_label` is the network's "no class" index.
+    """
+    alpha_bar_by_device: dict[torch.device, torch.Tensor] = {}
+    use_guidance = labels is not None and guidance != 1.0
+    if use_guidance and null_label is None:
+        raise ValueError("classifier-free guidance needs the network's null_label")
+
+    def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        table = alpha_bar_by_device.get(x_t.device)
+        if table is None:
+            table = schedule.alpha_bar.to(device=x_t.device, dtype=torch.float32)
+            alpha_bar_by_device[x_t.device] = table
+        ab_t = gather(table, t, x_t.ndim)
+        if use_guidance:
+            nulls = torch.full_like(labels, null_label)
+            both = net(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([labels, nulls])).float()
+            cond, uncond = both.chunk(2)
+            output = uncond + guidance * (cond - uncond)
+        else:
+            output = net(x_t, t, labels).float()
+        x0 = x0_from_prediction(output, x_t.float(), ab_t, prediction)
+        return x0.clamp(-1.0, 1.0) if clip else x0
+
+    return denoise

@@ -1,0 +1,143 @@
+"""The noise-prediction U-Net of Ho et al. 2020 (a PixelCNN++-style backbone), with the later
+improvements: scale-shift conditioning, multi-head attention, optional ConvNeXt blocks, linear
+attention and class conditioning with a null class for classifier-free guidance.
+
+Interface: `net(x_t [B, C, H, W], t LongTensor [B], labels LongTensor [B] | None) -> [B, C, H, W]`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import UNetConfig
+from ..errors import DDPMError
+from .layers import (
+    ConvNeXtBlock,
+    Downsample,
+    LinearAttention,
+    ResBlock,
+    SelfAttention,
+    Upsample,
+    timestep_embedding,
+    zero_init,
+)
+
+BLOCKS = {"resnet": ResBlock, "convnext": ConvNeXtBlock}
+
+
+class Stage(nn.ModuleList):
+    """A sequence of layers that each take (x, emb)."""
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        for layer in self:
+            x = layer(x, emb)
+        return x
+
+
+def check_unet_config(config: UNetConfig, *, image_size: int, in_channels: int) -> None:
+    """Raise DDPMError if the U-Net cannot take images of this size and channel count."""
+    levels = len(config.channel_mult)
+    factor = 2 ** (levels - 1)
+    if levels < 1 or min(config.channel_mult) < 1 or config.base_channels < 1:
+        raise DDPMError("model.channel_mult and model.base_channels must be positive")
+    if image_size < factor or image_size % factor:
+        raise DDPMError(
+            f"image size {image_size} cannot be halved {levels - 1} times evenly for "
+            f"model.channel_mult={list(config.channel_mult)}; use a multiple of {factor} "
+            f"or fewer levels"
+        )
+    resolutions = {image_size // 2**i for i in range(levels)}
+    bad = sorted(set(config.attention_resolutions) - resolutions)
+    if bad:
+        raise DDPMError(f"model.attention_resolutions {bad} are not resolutions of this U-Net "
+                        f"(it has {sorted(resolutions, reverse=True)})")  # fmt: skip
+    for mult in config.channel_mult:
+        if (config.base_channels * mult) % config.num_groups:
+            raise DDPMError(f"model.base_channels * channel_mult ({config.base_channels * mult}) "
+                            f"must be divisible by model.num_groups ({config.num_groups})")  # fmt: skip
+    if in_channels < 1 or config.num_res_blocks < 1 or config.num_classes < 0:
+        raise DDPMError("channels and model.num_res_blocks must be >= 1, num_classes >= 0")
+
+
+class UNet(nn.Module):
+    def __init__(self, config: UNetConfig, *, image_size: int, in_channels: int):
+        super().__init__()
+        check_unet_config(config, image_size=image_size, in_channels=in_channels)
+        self.config = config
+        base, groups = config.base_channels, config.num_groups
+        emb_dim = 4 * base
+        self.time_mlp = nn.Sequential(
+            nn.Linear(base, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
+        )
+        self.label_emb = (
+            nn.Embedding(config.num_classes + 1, emb_dim) if config.num_classes else None
+        )
+        block_type = BLOCKS[config.block]
+
+        def block(cin: int, cout: int) -> nn.Module:
+            return block_type(cin, cout, emb_dim, dropout=config.dropout, groups=groups)
+
+        def attention(ch: int, resolution: int) -> list[nn.Module]:
+            kwargs = dict(head_dim=config.attention_head_dim, groups=groups)
+            if resolution in config.attention_resolutions:
+                return [SelfAttention(ch, **kwargs)]
+            return [LinearAttention(ch, **kwargs)] if config.linear_attention else []
+
+        ch, resolution = base, image_size
+        self.conv_in = nn.Conv2d(in_channels, ch, 3, padding=1)
+        self.down, skips = nn.ModuleList(), [ch]
+        last_level = len(config.channel_mult) - 1
+        for level, mult in enumerate(config.channel_mult):
+            for _ in range(config.num_res_blocks):
+                self.down.append(
+                    Stage([block(ch, base * mult), *attention(base * mult, resolution)])
+                )
+                ch = base * mult
+                skips.append(ch)
+            if level != last_level:
+                self.down.append(Stage([Downsample(ch)]))
+                resolution //= 2
+                skips.append(ch)
+        self.middle = Stage([block(ch, ch), SelfAttention(ch, head_dim=config.attention_head_dim,
+                                                           groups=groups), block(ch, ch)])  # fmt: skip
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(config.channel_mult))):
+            for i in range(config.num_res_blocks + 1):
+                layers = [block(ch + skips.pop(), base * mult), *attention(base * mult, resolution)]
+                ch = base * mult
+                if level and i == config.num_res_blocks:
+                    layers.append(Upsample(ch))
+                    resolution *= 2
+                self.up.append(Stage(layers))
+        self.norm_out = nn.GroupNorm(groups, ch)
+        self.conv_out = zero_init(nn.Conv2d(ch, in_channels, 3, padding=1))
+
+    @property
+    def null_label(self) -> int:
+        """The label index meaning "no class" (classifier-free guidance)."""
+        return self.config.num_classes
+
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x [B, C, H, W], t LongTensor [B], labels LongTensor [B] or None -> [B, C, H, W]."""
+        emb = self.time_mlp(timestep_embedding(t, self.config.base_channels).to(x.dtype))
+        if self.label_emb is not None:
+            if labels is None:
+                labels = torch.full_like(t, self.null_label)
+            emb = emb + self.label_emb(labels)
+        h = self.conv_in(x)
+        hs = [h]
+        for stage in self.down:
+            h = stage(h, emb)
+            hs.append(h)
+        h = self.middle(h, emb)
+        for stage in self.up:
+            h = stage(torch.cat([h, hs.pop()], dim=1), emb)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+def build_unet(config: UNetConfig, *, image_size: int, in_channels: int) -> UNet:
+    return UNet(config, image_size=image_size, in_channels=in_channels)

@@ -1,0 +1,129 @@
+"""Noise schedules: betas and alpha-bar in float64, and timestep subsequences for fast sampling.
+
+A schedule is fixed by its betas; `alpha_bar[t] = prod_{i<=t} (1 - beta_i)`, with 0-based t
+(t = 0 is the first noising step, t = T - 1 the last).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from .errors import DDPMError
+
+ScheduleKind = Literal["linear", "cosine", "quadratic", "sigmoid"]
+Spacing = Literal["uniform", "quadratic", "trailing"]
+MAX_BETA = 0.999  # Nichol & Dhariwal 2021, Sec. 3.2: avoids singularities near t = T
+
+
+@dataclass(frozen=True, eq=False)
+class Schedule:
+    """A discrete forward process. `betas` and `alpha_bar` are float64 tensors of shape [T] on CPU."""
+
+    betas: torch.Tensor
+    alpha_bar: torch.Tensor
+
+    @property
+    def num_timesteps(self) -> int:
+        return int(self.betas.shape[0])
+
+
+def linear_betas(
+    num_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02
+) -> torch.Tensor:
+    """Ho et al. 2020: betas linear from 1e-4 to 0.02 at T = 1000, rescaled by 1000/T for other T."""
+    scale = 1000.0 / num_timesteps
+    return torch.linspace(beta_start * scale, beta_end * scale, num_timesteps, dtype=torch.float64)
+
+
+def quadratic_betas(
+    num_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02
+) -> torch.Tensor:
+    """sqrt(beta) linear between sqrt(beta_start) and sqrt(beta_end), rescaled like `linear_betas`."""
+    scale = 1000.0 / num_timesteps
+    root = torch.linspace(
+        math.sqrt(beta_start * scale),
+        math.sqrt(beta_end * scale),
+        num_timesteps,
+        dtype=torch.float64,
+    )
+    return root**2
+
+
+def sigmoid_betas(
+    num_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02
+) -> torch.Tensor:
+    """Betas following a sigmoid over [-6, 6] between beta_start and beta_end (Xu et al. 2022, GeoDiff)."""
+    scale = 1000.0 / num_timesteps
+    ramp = torch.sigmoid(torch.linspace(-6.0, 6.0, num_timesteps, dtype=torch.float64))
+    return (ramp * (beta_end - beta_start) + beta_start) * scale
+
+
+def cosine_betas(num_timesteps: int, s: float = 0.008) -> torch.Tensor:
+    """Nichol & Dhariwal 2021, Eq. 17: alpha_bar(t) = f(t)/f(0), f(t) = cos^2(((t/T + s)/(1 + s)) pi/2).
+
+    beta_t = 1 - alpha_bar(t+1)/alpha_bar(t), clipped at 0.999.
+    """
+    steps = torch.arange(num_timesteps + 1, dtype=torch.float64) / num_timesteps
+    f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+    alpha_bar = f / f[0]
+    return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=MAX_BETA)
+
+
+def make_schedule(
+    kind: ScheduleKind = "linear",
+    num_timesteps: int = 1000,
+    *,
+    beta_start: float = 1e-4,
+    beta_end: float = 0.02,
+    cosine_s: float = 0.008,
+) -> Schedule:
+    """Build a schedule by name; alpha_bar is the float64 cumulative product of (1 - beta)."""
+    if num_timesteps < 2:
+        raise DDPMError(f"diffusion.num_timesteps must be at least 2, got {num_timesteps}")
+    if kind == "cosine":
+        betas = cosine_betas(num_timesteps, cosine_s)
+    elif kind in _BETA_FUNCTIONS:
+        if not 0 < beta_start < beta_end < 1:
+            raise DDPMError(f"need 0 < beta_start < beta_end < 1, got {beta_start}, {beta_end}")
+        betas = _BETA_FUNCTIONS[kind](num_timesteps, beta_start, beta_end)
+    else:
+        known = ", ".join(sorted([*_BETA_FUNCTIONS, "cosine"]))
+        raise DDPMError(f"unknown schedule {kind!r}; known: {known}")
+    if float(betas.max()) >= 1:
+        raise DDPMError(f"schedule {kind!r} with T={num_timesteps} has a beta >= 1; raise T")
+    return Schedule(betas=betas, alpha_bar=torch.cumprod(1 - betas, dim=0))
+
+
+_BETA_FUNCTIONS = {"linear": linear_betas, "quadratic": quadratic_betas, "sigmoid": sigmoid_betas}
+
+
+def timestep_subsequence(
+    num_timesteps: int, num_steps: int, spacing: Spacing = "uniform"
+) -> list[int]:
+    """The descending timesteps a K-step sampler visits, from near T-1 down to 0.
+
+    uniform: K evenly spaced steps including both T-1 and 0 (improved-DDPM respacing).
+    quadratic: steps spaced quadratically, denser near 0 (Song et al. 2020, DDIM, Appendix D.2).
+    trailing: T-1, T-1-T/K, ... (Lin et al. 2024), always starting at the last step.
+    """
+    if not 1 <= num_steps <= num_timesteps:
+        raise DDPMError(f"--steps must be between 1 and {num_timesteps}, got {num_steps}")
+    T, K = num_timesteps, num_steps
+    if spacing == "uniform":
+        steps = torch.linspace(0, T - 1, K, dtype=torch.float64).round()
+    elif spacing == "quadratic":
+        steps = (torch.linspace(0, math.sqrt(T * 0.8), K, dtype=torch.float64) ** 2).round()
+    elif spacing == "trailing":
+        steps = (torch.arange(T, 0, -T / K, dtype=torch.float64)[:K]).round() - 1
+    else:
+        raise DDPMError(
+            f"unknown timestep spacing {spacing!r}; known: uniform, quadratic, trailing"
+        )
+    unique = sorted({int(s) for s in steps.tolist()}, reverse=True)
+    if len(unique) != K:  # quadratic spacing can collide for K close to T
+        raise DDPMError(f"{spacing} spacing cannot place {K} distinct steps in T={T}")
+    return unique

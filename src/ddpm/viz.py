@@ -1,0 +1,95 @@
+"""Pictures: sample grids, progressive-denoising strips and loss curves."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision.utils import make_grid
+
+from .samplers import StepInfo
+
+MIN_DISPLAY_PIXELS = 64  # small images (8x8 digits) are enlarged with nearest-neighbour to this
+
+
+def _enlarge(images: torch.Tensor) -> torch.Tensor:
+    scale = max(1, MIN_DISPLAY_PIXELS // images.shape[-1])
+    return (
+        F.interpolate(images.float(), scale_factor=scale, mode="nearest") if scale > 1 else images
+    )
+
+
+def save_image(grid: torch.Tensor, path: str | Path) -> Path:
+    """Save a [C, H, W] image in [-1, 1] as PNG."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = ((grid.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    Image.fromarray(array[..., 0] if array.shape[2] == 1 else array).save(path)
+    return path
+
+
+def save_grid(images: torch.Tensor, path: str | Path, *, nrow: int | None = None) -> Path:
+    """Save images [N, C, H, W] in [-1, 1] as one PNG grid, nrow per row (default: square)."""
+    nrow = nrow or math.ceil(math.sqrt(images.shape[0]))
+    grid = make_grid(_enlarge(images), nrow=nrow, padding=2, pad_value=1.0)
+    return save_image(grid if images.shape[1] != 1 else grid[:1], path)
+
+
+class TrajectoryRecorder:
+    """A sampler callback that keeps x_t and x0_hat of the first `num_images` images at
+    `num_frames` evenly spaced steps (always including the first and the last)."""
+
+    def __init__(self, num_steps: int, *, num_frames: int = 10, num_images: int = 4):
+        count = min(num_frames, num_steps)
+        self.keep = {round(i * (num_steps - 1) / max(1, count - 1)) for i in range(count)}
+        self.num_images = num_images
+        self.x_t: list[torch.Tensor] = []
+        self.x0_hat: list[torch.Tensor] = []
+        self.timesteps: list[int] = []
+
+    def __call__(self, info: StepInfo) -> None:
+        if info.i in self.keep and len(self.x_t) < len(self.keep):
+            self.x_t.append(info.x_t[: self.num_images].float().cpu())
+            self.x0_hat.append(info.x0_hat[: self.num_images].float().cpu())
+            self.timesteps.append(info.t)
+
+
+def save_progressive(recorder: TrajectoryRecorder, final: torch.Tensor, path: str | Path) -> Path:
+    """A strip per image: top row x_t from pure noise to the final image, bottom row the predicted
+    x0 at the same steps (as in Ho et al. 2020, Fig. 6)."""
+    rows = []
+    for i in range(recorder.x_t[0].shape[0]):
+        rows.append(torch.stack([x[i] for x in recorder.x_t] + [final[i].float()]))
+        rows.append(torch.stack([x[i] for x in recorder.x0_hat] + [final[i].float()]))
+    images = torch.cat(rows).clamp(-1, 1)
+    return save_grid(images, path, nrow=len(recorder.x_t) + 1)
+
+
+def plot_loss(log_csv: str | Path, path: str | Path) -> Path | None:
+    """Plot the loss column of a training log (raw and smoothed) against the step; None if empty."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(log_csv, newline="") as f:
+        rows = [(int(r["step"]), float(r["loss"])) for r in csv.DictReader(f)]
+    if not rows:
+        return None
+    steps, losses = zip(*rows)
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    ax.plot(steps, losses, lw=0.8, alpha=0.5, label="loss (per log interval)")
+    window = max(1, len(losses) // 20)
+    smooth = [sum(losses[max(0, i - window + 1) : i + 1]) / len(losses[max(0, i - window + 1) : i + 1])
+              for i in range(len(losses))]  # fmt: skip
+    ax.plot(steps, smooth, lw=1.5, label=f"moving average ({window})")
+    ax.set(xlabel="step", ylabel="training loss", yscale="log", title="Training loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
