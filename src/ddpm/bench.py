@@ -70,8 +70,9 @@ def _peak_memory(device: torch.device) -> tuple[float, str]:
     return kib / (2**20 if sys.platform == "darwin" else 2**10), "process peak RSS"
 
 
-def time_training(config: RunConfig, device: torch.device, *, batch_size: int, steps: int,
-                  warmup: int) -> tuple[float, torch.nn.Module]:  # fmt: skip
+def time_training(
+    config: RunConfig, device: torch.device, *, batch_size: int, steps: int, warmup: int
+) -> tuple[float, torch.nn.Module]:
     """Images/s of the real training step on random data in [-1, 1]."""
     trainer = make_trainer(config, device)
     shape = (batch_size, config.data.channels, config.data.image_size, config.data.image_size)
@@ -86,17 +87,26 @@ def time_training(config: RunConfig, device: torch.device, *, batch_size: int, s
     return steps * batch_size / (time.perf_counter() - start), trainer.ema
 
 
-def run_bench(config: RunConfig, *, preset: str, device: torch.device, batch_size: int,
-              train_steps: int = 20, sample_steps: int = 50) -> BenchResult:  # fmt: skip
+def run_bench(
+    config: RunConfig,
+    *,
+    preset: str,
+    device: torch.device,
+    batch_size: int,
+    train_steps: int = 20,
+    sample_steps: int = 50,
+) -> BenchResult:
     """Measure one configuration; the global RNG is left as it was."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        train_rate, net = time_training(config, device, batch_size=batch_size, steps=train_steps,
-                                        warmup=3)  # fmt: skip
+        train_rate, net = time_training(
+            config, device, batch_size=batch_size, steps=train_steps, warmup=3
+        )
         net.eval()
         schedule = build_schedule(config)
-        kwargs = dict(n=batch_size, sampler="ddim", steps=sample_steps, batch_size=batch_size,
-                      progress=False)  # fmt: skip
+        kwargs = dict(
+            n=batch_size, sampler="ddim", steps=sample_steps, batch_size=batch_size, progress=False
+        )
         generate(net, schedule, config, **{**kwargs, "steps": 2})  # warm-up
         _sync(device)
         start = time.perf_counter()
@@ -105,10 +115,15 @@ def run_bench(config: RunConfig, *, preset: str, device: torch.device, batch_siz
         sample_rate = batch_size / (time.perf_counter() - start)
         memory, kind = _peak_memory(device)
         return BenchResult(
-            preset=preset, device=str(device), batch_size=batch_size,
+            preset=preset,
+            device=str(device),
+            batch_size=batch_size,
             precision=config.train.precision,
             parameters=sum(p.numel() for p in net.parameters()),
             forward_gflop_per_image=forward_gflop_per_image(net, config, device),
-            train_images_per_s=train_rate, sample_steps=sample_steps,
-            sample_images_per_s=sample_rate, peak_memory_mb=memory, peak_memory_kind=kind,
-        )  # fmt: skip
+            train_images_per_s=train_rate,
+            sample_steps=sample_steps,
+            sample_images_per_s=sample_rate,
+            peak_memory_mb=memory,
+            peak_memory_kind=kind,
+        )

@@ -9,8 +9,13 @@ from .schedules import Schedule, make_schedule
 
 def build_schedule(config: RunConfig) -> Schedule:
     d = config.diffusion
-    return make_schedule(d.schedule, d.num_timesteps, beta_start=d.beta_start,
-                         beta_end=d.beta_end, cosine_s=d.cosine_s)  # fmt: skip
+    return make_schedule(
+        d.schedule,
+        d.num_timesteps,
+        beta_start=d.beta_start,
+        beta_end=d.beta_end,
+        cosine_s=d.cosine_s,
+    )
 
 
 def build_model(config: RunConfig) -> UNet:

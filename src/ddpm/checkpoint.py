@@ -78,8 +78,9 @@ def atomic_write(path: Path, blob: bytes) -> None:
         os.replace(tmp, path)
     except OSError as error:
         tmp.unlink(missing_ok=True)
-        raise DDPMError(f"could not write {path}: {error.strerror or error}; "
-                        f"earlier checkpoints are intact") from error  # fmt: skip
+        raise DDPMError(
+            f"could not write {path}: {error.strerror or error}; earlier checkpoints are intact"
+        ) from error
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -87,8 +88,15 @@ def atomic_write(path: Path, blob: bytes) -> None:
         os.close(dir_fd)
 
 
-def save_checkpoint(path: Path, *, step: int, config: dict[str, Any], model: nn.Module,
-                    ema: nn.Module, optimizer: torch.optim.Optimizer | None) -> None:  # fmt: skip
+def save_checkpoint(
+    path: Path,
+    *,
+    step: int,
+    config: dict[str, Any],
+    model: nn.Module,
+    ema: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+) -> None:
     """Save everything needed to resume (and to rebuild the model from this file alone)."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors |= {f"ema.{k}": v for k, v in ema.state_dict().items()}
@@ -103,8 +111,12 @@ def save_checkpoint(path: Path, *, step: int, config: dict[str, Any], model: nn.
         for i, state in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = state
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    metadata = {"format": FORMAT, "step": str(step), "config": json.dumps(config),
-                "optimizer_groups": json.dumps(groups)}  # fmt: skip
+    metadata = {
+        "format": FORMAT,
+        "step": str(step),
+        "config": json.dumps(config),
+        "optimizer_groups": json.dumps(groups),
+    }
     # The data section does not depend on the metadata, so hashing a first serialisation is valid.
     metadata["sha256"] = _data_digest(save_safetensors(tensors, metadata))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -131,9 +143,13 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         if _data_digest(blob) != metadata.get("sha256"):
             raise ValueError("checksum mismatch (truncated or modified)")
         tensors = load_safetensors(blob)
-        return Checkpoint(step=int(metadata["step"]), config=json.loads(metadata["config"]),
-                          tensors=tensors, path=path,
-                          optimizer_groups=json.loads(metadata["optimizer_groups"]))  # fmt: skip
+        return Checkpoint(
+            step=int(metadata["step"]),
+            config=json.loads(metadata["config"]),
+            tensors=tensors,
+            path=path,
+            optimizer_groups=json.loads(metadata["optimizer_groups"]),
+        )
     except Exception as error:  # safetensors, json and our own checks all mean "damaged file"
         raise DDPMError(
             f"checkpoint {path} is corrupt or not a ddpm checkpoint ({error})"
@@ -154,8 +170,10 @@ def load_latest(folder: Path) -> Checkpoint:
                 load_checkpoint(older)
             except DDPMError:
                 continue
-            raise DDPMError(f"{error}; the previous good checkpoint is {older}: delete the damaged "
-                            f"file to resume from it") from None  # fmt: skip
+            raise DDPMError(
+                f"{error}; the previous good checkpoint is {older}: delete the damaged "
+                f"file to resume from it"
+            ) from None
         raise
 
 

@@ -64,8 +64,10 @@ def _resume_config(args: argparse.Namespace) -> RunConfig:
     config = from_dict(parse_overrides(args.set), base=saved)
     unsafe = [k for k in diff_keys(saved, config) if k not in RESUMABLE_KEYS]
     if unsafe:
-        raise DDPMError(f"cannot change {', '.join(unsafe)} when resuming; only "
-                        f"{', '.join(sorted(RESUMABLE_KEYS))} may change")  # fmt: skip
+        raise DDPMError(
+            f"cannot change {', '.join(unsafe)} when resuming; only "
+            f"{', '.join(sorted(RESUMABLE_KEYS))} may change"
+        )
     for key in diff_keys(saved, config):
         log.warning("resuming with changed %s", key)
     return config
@@ -74,6 +76,7 @@ def _resume_config(args: argparse.Namespace) -> RunConfig:
 def cmd_train(args: argparse.Namespace) -> int:
     from .checkpoint import list_checkpoints
     from .devices import resolve_device
+    from .models import check_unet_config
     from .train import train
 
     if args.resume:
@@ -84,14 +87,24 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not (args.dataset or args.preset) or not args.out:
             raise DDPMError("train needs --dataset NAME or --preset NAME, and --out DIR")
         config, run_dir = _resolve_train_config(args), Path(args.out)
+    check_unet_config(
+        config.model, image_size=config.data.image_size, in_channels=config.data.channels
+    )
     if args.dry_run:
         print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
         return 0
     if not args.resume and list_checkpoints(run_dir / "checkpoints"):
-        raise DDPMError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
-                        f"or choose another --out")  # fmt: skip
-    result = train(config, run_dir, device=resolve_device(args.device), resume=bool(args.resume),
-                   progress=not args.quiet)  # fmt: skip
+        raise DDPMError(
+            f"{run_dir} already holds a run; continue it with --resume {run_dir} "
+            f"or choose another --out"
+        )
+    result = train(
+        config,
+        run_dir,
+        device=resolve_device(args.device),
+        resume=bool(args.resume),
+        progress=not args.quiet,
+    )
     print(f"trained to step {result.step}, final loss {result.last_loss:.4f}")
     print(f"checkpoint: {result.checkpoint}")
     print(f"samples:    {result.samples}")
@@ -108,9 +121,19 @@ def cmd_sample(args: argparse.Namespace) -> int:
     recorder = None
     if args.progressive is not None:
         recorder = TrajectoryRecorder(args.steps, num_frames=10, num_images=min(4, args.n))
-    images = generate(run.net, run.schedule, run.config, n=args.n, seed=args.seed,
-                      sampler=args.sampler, steps=args.steps, eta=args.eta,
-                      batch_size=args.batch_size, callback=recorder, progress=not args.quiet)  # fmt: skip
+    images = generate(
+        run.net,
+        run.schedule,
+        run.config,
+        n=args.n,
+        seed=args.seed,
+        sampler=args.sampler,
+        steps=args.steps,
+        eta=args.eta,
+        batch_size=args.batch_size,
+        callback=recorder,
+        progress=not args.quiet,
+    )
     print(f"grid: {save_grid(images, args.out)}")
     if recorder is not None:
         out = Path(
@@ -131,9 +154,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .devices import resolve_device
 
     config = from_dict(parse_overrides(args.set), base=load_preset(args.preset))
-    result = run_bench(config, preset=args.preset, device=resolve_device(args.device),
-                       batch_size=args.batch, train_steps=args.train_steps,
-                       sample_steps=args.sample_steps)  # fmt: skip
+    result = run_bench(
+        config,
+        preset=args.preset,
+        device=resolve_device(args.device),
+        batch_size=args.batch,
+        train_steps=args.train_steps,
+        sample_steps=args.sample_steps,
+    )
     print(json.dumps(result.as_dict()) if args.json else "\n".join(result.lines()))
     return 0
 
@@ -165,8 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--out", default="samples.png", metavar="GRID.png")
     sample.add_argument("--npz", metavar="FILE.npz", help="also write arr_0: uint8 [N, H, W, C]")
-    sample.add_argument("--progressive", nargs="?", const="", metavar="STRIP.png",
-                        help="also write a progressive-denoising strip")  # fmt: skip
+    sample.add_argument(
+        "--progressive",
+        nargs="?",
+        const="",
+        metavar="STRIP.png",
+        help="also write a progressive-denoising strip",
+    )
     sample.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
     sample.add_argument("--batch-size", type=int, default=None)
     sample.add_argument("--device", **device)
@@ -187,15 +220,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="ddpm: %(message)s")  # fmt: skip
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="ddpm: %(message)s"
+    )
     try:
         return args.func(args)
     except DDPMError as error:
         from .train.signals import TrainingStopped
 
-        print(f"ddpm: {'stopped' if isinstance(error, TrainingStopped) else 'error'}: {error}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"ddpm: {'stopped' if isinstance(error, TrainingStopped) else 'error'}: {error}",
+            file=sys.stderr,
+        )
         return 130 if isinstance(error, TrainingStopped) else 2
     except KeyboardInterrupt:
         print("ddpm: interrupted", file=sys.stderr)

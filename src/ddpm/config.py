@@ -20,6 +20,11 @@ import yaml
 from .errors import DDPMError
 
 
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise DDPMError(message)
+
+
 @dataclass(frozen=True)
 class DiffusionConfig:
     schedule: Literal["linear", "cosine", "quadratic", "sigmoid"] = "linear"
@@ -31,6 +36,12 @@ class DiffusionConfig:
     loss: Literal["l2", "l1", "huber"] = "l2"
     clip_denoised: bool = True
     variance: Literal["beta_tilde", "beta"] = "beta_tilde"
+
+    def __post_init__(self) -> None:
+        _require(self.num_timesteps >= 2, "diffusion.num_timesteps must be >= 2")
+        _require(
+            0 < self.beta_start < self.beta_end < 1, "need 0 < diffusion.beta_start < beta_end < 1"
+        )
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,13 @@ class UNetConfig:
     num_groups: int = 32
     num_classes: int = 0  # > 0: class-conditional, with one extra null class for guidance
 
+    def __post_init__(self) -> None:
+        _require(0 <= self.dropout < 1, "model.dropout must be in [0, 1)")
+        _require(
+            self.num_groups >= 1 and self.attention_head_dim >= 1,
+            "model.num_groups and attention_head_dim must be >= 1",
+        )
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -54,6 +72,11 @@ class DataConfig:
     image_size: int = 8
     channels: int = 1
     random_flip: bool = False
+
+    def __post_init__(self) -> None:
+        _require(
+            self.image_size >= 1 and self.channels >= 1, "data.image_size and channels must be >= 1"
+        )
 
 
 @dataclass(frozen=True)
@@ -76,6 +99,18 @@ class TrainConfig:
     num_sample_images: int = 64
     label_dropout: float = 0.1  # class-conditional only: probability of training on the null class
 
+    def __post_init__(self) -> None:
+        for name in ("num_steps", "batch_size", "log_every", "checkpoint_every", "sample_every"):
+            _require(getattr(self, name) >= 1, f"train.{name} must be >= 1")
+        _require(self.lr > 0, "train.lr must be > 0")
+        _require(
+            self.warmup_steps >= 0 and self.grad_clip >= 0,
+            "train.warmup_steps and grad_clip must be >= 0",
+        )
+        _require(0 <= self.ema_decay < 1, "train.ema_decay must be in [0, 1)")
+        _require(0 <= self.label_dropout <= 1, "train.label_dropout must be in [0, 1]")
+        _require(self.num_sample_images >= 1, "train.num_sample_images must be >= 1")
+
 
 @dataclass(frozen=True)
 class SampleConfig:
@@ -84,6 +119,12 @@ class SampleConfig:
     eta: float = 0.0
     spacing: Literal["uniform", "quadratic", "trailing"] = "uniform"
     batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        _require(
+            self.steps >= 1 and self.batch_size >= 1, "sample.steps and batch_size must be >= 1"
+        )
+        _require(0 <= self.eta <= 1, "sample.eta must be in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -98,10 +139,20 @@ class RunConfig:
 SECTIONS = {f.name: f.type for f in dataclasses.fields(RunConfig)}
 # Keys that may change when a run resumes: they do not alter the model or what was trained so far.
 RESUMABLE_KEYS = {
-    "train.num_steps", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
-    "train.sample_every", "train.num_sample_images", "train.compile", "data.data_dir",
-    "sample.sampler", "sample.steps", "sample.eta", "sample.spacing", "sample.batch_size",
-}  # fmt: skip
+    "train.num_steps",
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "train.sample_every",
+    "train.num_sample_images",
+    "train.compile",
+    "data.data_dir",
+    "sample.sampler",
+    "sample.steps",
+    "sample.eta",
+    "sample.spacing",
+    "sample.batch_size",
+}
 
 
 def to_dict(config: RunConfig) -> dict[str, dict[str, Any]]:
@@ -133,8 +184,10 @@ def _replace_checked(section: Any, values: dict[str, Any], *, prefix: str) -> An
     hints = typing.get_type_hints(type(section))
     unknown = sorted(set(values) - set(hints))
     if unknown:
-        raise DDPMError(f"unknown config key(s) {[f'{prefix}.{k}' for k in unknown]}; "
-                        f"known in {prefix}: {sorted(hints)}")  # fmt: skip
+        raise DDPMError(
+            f"unknown config key(s) {[f'{prefix}.{k}' for k in unknown]}; "
+            f"known in {prefix}: {sorted(hints)}"
+        )
     converted = {k: _coerce(v, hints[k], f"{prefix}.{k}") for k, v in values.items()}
     return dataclasses.replace(section, **converted)
 
@@ -191,7 +244,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
-        raise DDPMError(f"config file {path} is not valid YAML: {str(error).splitlines()[0]}")
+        raise DDPMError(f"config file {path} is not valid YAML: {str(error).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise DDPMError(f"config file {path} must hold a mapping of sections")
     return data

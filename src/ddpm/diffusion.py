@@ -19,7 +19,8 @@ variance between s and t is beta'_t = 1 - ab_t / ab_s (Nichol & Dhariwal 2021, E
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F

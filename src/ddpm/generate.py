@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -57,8 +57,14 @@ def load_run(
     return model_from_checkpoint(checkpoint, use_ema=use_ema, device=torch.device(device))
 
 
-def initial_noise(n: int, shape: tuple[int, int, int], *, seed: int, start: int = 0,
-                  device: torch.device | str = "cpu") -> torch.Tensor:  # fmt: skip
+def initial_noise(
+    n: int,
+    shape: tuple[int, int, int],
+    *,
+    seed: int,
+    start: int = 0,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """x_T for images start..start+n-1 of a seed: image i's noise depends only on (seed, i)."""
     rows = [torch.randn(shape, generator=seeded_generator(seed, start + i)) for i in range(n)]
     return torch.stack(rows).to(device)
@@ -103,12 +109,20 @@ def generate(
     for start in tqdm(range(0, n, batch_size), desc=f"{sampler}-{steps}", disable=not progress):
         count = min(batch_size, n - start)
         batch_labels = labels[start : start + count].to(device) if labels is not None else None
-        denoiser = make_denoiser(net, schedule, prediction=d.prediction, clip=d.clip_denoised,
-                                 labels=batch_labels, null_label=net.null_label, guidance=guidance)  # fmt: skip
+        denoiser = make_denoiser(
+            net,
+            schedule,
+            prediction=d.prediction,
+            clip=d.clip_denoised,
+            labels=batch_labels,
+            null_label=net.null_label,
+            guidance=guidance,
+        )
         x_T = initial_noise(count, shape, seed=seed, start=start, device=device)
         generators = [seeded_generator(seed, start + i, 1, device=device) for i in range(count)]
-        x0 = SAMPLERS[sampler](denoiser, x_T, schedule, timesteps, generator=generators,
-                               callback=callback, **options)  # fmt: skip
+        x0 = SAMPLERS[sampler](
+            denoiser, x_T, schedule, timesteps, generator=generators, callback=callback, **options
+        )
         out.append(x0.clamp(-1, 1).cpu())
     return torch.cat(out)
 

@@ -8,8 +8,9 @@ per step, for progressive-denoising pictures. Add a sampler: one function and on
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from typing import Literal
 
 import torch
 

@@ -84,8 +84,10 @@ def plot_loss(log_csv: str | Path, path: str | Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
     ax.plot(steps, losses, lw=0.8, alpha=0.5, label="loss (per log interval)")
     window = max(1, len(losses) // 20)
-    smooth = [sum(losses[max(0, i - window + 1) : i + 1]) / len(losses[max(0, i - window + 1) : i + 1])
-              for i in range(len(losses))]  # fmt: skip
+    smooth = [
+        sum(losses[max(0, i - window + 1) : i + 1]) / len(losses[max(0, i - window + 1) : i + 1])
+        for i in range(len(losses))
+    ]
     ax.plot(steps, smooth, lw=1.5, label=f"moving average ({window})")
     ax.set(xlabel="step", ylabel="training loss", yscale="log", title="Training loss")
     ax.legend()

@@ -30,8 +30,16 @@ def step_generator(seed: int, step: int, stream: int) -> torch.Generator:
 class InMemoryBatches:
     """Batches of float images in [-1, 1] (and labels) for each step, held on `device` as uint8."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None, *, batch_size: int,
-                 seed: int, random_flip: bool, device: torch.device):  # fmt: skip
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor | None,
+        *,
+        batch_size: int,
+        seed: int,
+        random_flip: bool,
+        device: torch.device,
+    ):
         if batch_size < 1:
             raise DDPMError(f"train.batch_size must be >= 1, got {batch_size}")
         if len(images) < batch_size:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 
@@ -23,8 +24,10 @@ class ImageData:
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
-            raise ValueError(f"images must be uint8 [N, C, H, W], got {self.images.dtype} "
-                             f"{tuple(self.images.shape)}")  # fmt: skip
+            raise ValueError(
+                f"images must be uint8 [N, C, H, W], got {self.images.dtype} "
+                f"{tuple(self.images.shape)}"
+            )
         if self.labels is not None and self.labels.shape != (self.images.shape[0],):
             raise ValueError("labels must be [N]")
 
@@ -55,5 +58,7 @@ def check_matches(data: ImageData, *, image_size: int, channels: int) -> None:
     """Raise DDPMError if the images are not channels x image_size x image_size."""
     _, c, h, w = data.images.shape
     if (c, h, w) != (channels, image_size, image_size):
-        raise DDPMError(f"dataset {data.name} has images {c}x{h}x{w}, but the config asks for "
-                        f"{channels}x{image_size}x{image_size} (data.channels, data.image_size)")  # fmt: skip
+        raise DDPMError(
+            f"dataset {data.name} has images {c}x{h}x{w}, but the config asks for "
+            f"{channels}x{image_size}x{image_size} (data.channels, data.image_size)"
+        )

@@ -51,12 +51,16 @@ def check_unet_config(config: UNetConfig, *, image_size: int, in_channels: int) 
     resolutions = {image_size // 2**i for i in range(levels)}
     bad = sorted(set(config.attention_resolutions) - resolutions)
     if bad:
-        raise DDPMError(f"model.attention_resolutions {bad} are not resolutions of this U-Net "
-                        f"(it has {sorted(resolutions, reverse=True)})")  # fmt: skip
+        raise DDPMError(
+            f"model.attention_resolutions {bad} are not resolutions of this U-Net "
+            f"(it has {sorted(resolutions, reverse=True)})"
+        )
     for mult in config.channel_mult:
         if (config.base_channels * mult) % config.num_groups:
-            raise DDPMError(f"model.base_channels * channel_mult ({config.base_channels * mult}) "
-                            f"must be divisible by model.num_groups ({config.num_groups})")  # fmt: skip
+            raise DDPMError(
+                f"model.base_channels * channel_mult ({config.base_channels * mult}) "
+                f"must be divisible by model.num_groups ({config.num_groups})"
+            )
     if in_channels < 1 or config.num_res_blocks < 1 or config.num_classes < 0:
         raise DDPMError("channels and model.num_res_blocks must be >= 1, num_classes >= 0")
 
@@ -100,8 +104,13 @@ class UNet(nn.Module):
                 self.down.append(Stage([Downsample(ch)]))
                 resolution //= 2
                 skips.append(ch)
-        self.middle = Stage([block(ch, ch), SelfAttention(ch, head_dim=config.attention_head_dim,
-                                                           groups=groups), block(ch, ch)])  # fmt: skip
+        self.middle = Stage(
+            [
+                block(ch, ch),
+                SelfAttention(ch, head_dim=config.attention_head_dim, groups=groups),
+                block(ch, ch),
+            ]
+        )
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(config.channel_mult))):
             for i in range(config.num_res_blocks + 1):

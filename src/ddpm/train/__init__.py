@@ -3,7 +3,11 @@ from .loop import TrainResult, train
 from .step import Trainer, lr_at, make_trainer
 
 __all__ = [
-    "TrainResult", "Trainer", "ema_decay_at",
-    "lr_at", "make_trainer", "train",
+    "TrainResult",
+    "Trainer",
+    "ema_decay_at",
+    "lr_at",
+    "make_trainer",
+    "train",
     "update_ema",
-]  # fmt: skip
+]

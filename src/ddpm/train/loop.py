@@ -79,23 +79,43 @@ def _all_finite(module: torch.nn.Module) -> bool:
 
 def _save(trainer: Trainer, config: RunConfig, run_dir: Path, step: int) -> Path:
     if not (_all_finite(trainer.model) and _all_finite(trainer.ema)):
-        raise DDPMError(f"non-finite weights at step {step}; not saving them, the last good "
-                        f"checkpoint in {run_dir / 'checkpoints'} is intact")  # fmt: skip
+        raise DDPMError(
+            f"non-finite weights at step {step}; not saving them, the last good "
+            f"checkpoint in {run_dir / 'checkpoints'} is intact"
+        )
     path = checkpoint_path(run_dir / "checkpoints", step)
-    save_checkpoint(path, step=step, config=to_dict(config), model=trainer.model, ema=trainer.ema,
-                    optimizer=trainer.optimizer)  # fmt: skip
+    save_checkpoint(
+        path,
+        step=step,
+        config=to_dict(config),
+        model=trainer.model,
+        ema=trainer.ema,
+        optimizer=trainer.optimizer,
+    )
     prune_checkpoints(run_dir / "checkpoints", config.train.keep_checkpoints)
     return path
 
 
 def _samples(trainer: Trainer, config: RunConfig, run_dir: Path, step: int) -> Path:
-    images = generate(trainer.ema, build_schedule(config), config, n=config.train.num_sample_images,
-                      seed=config.train.seed, progress=False)  # fmt: skip
+    images = generate(
+        trainer.ema,
+        build_schedule(config),
+        config,
+        n=config.train.num_sample_images,
+        seed=config.train.seed,
+        progress=False,
+    )
     return save_grid(images, run_dir / "samples" / f"step_{step:08d}.png")
 
 
-def train(config: RunConfig, run_dir: str | Path, *, device: torch.device, resume: bool = False,
-          progress: bool = True) -> TrainResult:  # fmt: skip
+def train(
+    config: RunConfig,
+    run_dir: str | Path,
+    *,
+    device: torch.device,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
     """Train (or, with resume=True, continue) the run in `run_dir` up to config.train.num_steps.
 
     The caller's global RNG state is restored afterwards; inside, it is seeded with train.seed (it
@@ -111,8 +131,14 @@ def train(config: RunConfig, run_dir: str | Path, *, device: torch.device, resum
         start = _restore(trainer, run_dir) if resume else 0
         write_config(run_dir, config)
         _open_log(run_dir / "log.csv", start)
-        batches = InMemoryBatches(data.images, data.labels, batch_size=cfg.batch_size,
-                                  seed=cfg.seed, random_flip=config.data.random_flip, device=device)  # fmt: skip
+        batches = InMemoryBatches(
+            data.images,
+            data.labels,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed,
+            random_flip=config.data.random_flip,
+            device=device,
+        )
         return _loop(trainer, batches, config, run_dir, start=start, progress=progress)
 
 
@@ -135,23 +161,42 @@ class _LogWindow:
         loss, norm = (self.loss / count).item(), (self.norm / count).item()
         rate = count * config.batch_size / (now - self.time)
         if not math.isfinite(loss):
-            raise DDPMError(f"training diverged: non-finite loss in steps {self.start + 1}-{done}; "
-                            f"the last good checkpoint in {run_dir / 'checkpoints'} is intact "
-                            f"(try a lower train.lr or train.grad_clip)")  # fmt: skip
+            raise DDPMError(
+                f"training diverged: non-finite loss in steps {self.start + 1}-{done}; "
+                f"the last good checkpoint in {run_dir / 'checkpoints'} is intact "
+                f"(try a lower train.lr or train.grad_clip)"
+            )
         with open(run_dir / "log.csv", "a", newline="") as f:
-            csv.writer(f).writerow([done, f"{loss:.6g}", f"{lr_at(done - 1, config):.6g}",
-                                    f"{norm:.6g}", f"{rate:.2f}", f"{now - self.t0:.1f}"])  # fmt: skip
+            csv.writer(f).writerow(
+                [
+                    done,
+                    f"{loss:.6g}",
+                    f"{lr_at(done - 1, config):.6g}",
+                    f"{norm:.6g}",
+                    f"{rate:.2f}",
+                    f"{now - self.t0:.1f}",
+                ]
+            )
         self.loss.zero_(), self.norm.zero_()
         self.start, self.time = done, now
         return loss, rate
 
 
-def _loop(trainer: Trainer, batches: InMemoryBatches, config: RunConfig, run_dir: Path, *,
-          start: int, progress: bool) -> TrainResult:  # fmt: skip
+def _loop(
+    trainer: Trainer,
+    batches: InMemoryBatches,
+    config: RunConfig,
+    run_dir: Path,
+    *,
+    start: int,
+    progress: bool,
+) -> TrainResult:
     cfg = config.train
     if start >= cfg.num_steps:
-        raise DDPMError(f"the run is already at step {start} >= train.num_steps={cfg.num_steps}; "
-                        f"raise it with --set train.num_steps=N")  # fmt: skip
+        raise DDPMError(
+            f"the run is already at step {start} >= train.num_steps={cfg.num_steps}; "
+            f"raise it with --set train.num_steps=N"
+        )
     window = _LogWindow(next(trainer.model.parameters()).device, start)
     last_loss, checkpoint, samples = math.nan, None, None
     bar = tqdm(total=cfg.num_steps, initial=start, desc="train", disable=not progress, unit="step")
@@ -169,8 +214,15 @@ def _loop(trainer: Trainer, batches: InMemoryBatches, config: RunConfig, run_dir
                 samples = _samples(trainer, config, run_dir, done)
             if stop.requested:
                 path = _save(trainer, config, run_dir, done)
-                raise TrainingStopped(f"stopped by {stop.requested} at step {done}; saved {path}; "
-                                      f"continue with: ddpm train --resume {run_dir}")  # fmt: skip
+                raise TrainingStopped(
+                    f"stopped by {stop.requested} at step {done}; saved {path}; "
+                    f"continue with: ddpm train --resume {run_dir}"
+                )
     plot_loss(run_dir / "log.csv", run_dir / "loss.png")
-    return TrainResult(run_dir=run_dir, step=cfg.num_steps, last_loss=last_loss,
-                       checkpoint=checkpoint, samples=samples)  # fmt: skip
+    return TrainResult(
+        run_dir=run_dir,
+        step=cfg.num_steps,
+        last_loss=last_loss,
+        checkpoint=checkpoint,
+        samples=samples,
+    )

@@ -8,8 +8,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -61,8 +61,13 @@ def make_trainer(config: RunConfig, device: torch.device) -> Trainer:
     model = build_model(config).to(device)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     fused = device.type == "cuda"
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay,
-                                  fused=fused, foreach=None if fused else True)  # fmt: skip
+    optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=train.lr,
+        weight_decay=train.weight_decay,
+        fused=fused,
+        foreach=None if fused else True,
+    )
     forward = torch.compile(model) if train.compile else model
     alpha_bar = build_schedule(config).alpha_bar.to(device=device, dtype=torch.float32)
     num_timesteps, null_label = config.diffusion.num_timesteps, model.null_label
@@ -81,8 +86,16 @@ def make_trainer(config: RunConfig, device: torch.device) -> Trainer:
         else:
             labels = None
         with autocast_context(device, train.precision):
-            losses = training_loss(forward, x0, t, eps, gather(alpha_bar, t, x0.ndim),
-                                   prediction=diff.prediction, loss_type=diff.loss, labels=labels)  # fmt: skip
+            losses = training_loss(
+                forward,
+                x0,
+                t,
+                eps,
+                gather(alpha_bar, t, x0.ndim),
+                prediction=diff.prediction,
+                loss_type=diff.loss,
+                labels=labels,
+            )
         loss = losses.mean()
         for group in optimizer.param_groups:
             group["lr"] = lr_at(n, train)
