@@ -1,0 +1,40 @@
+# Two entry points: `make demo` (train on the embedded digits, then sample a grid) and `make test`.
+# Both create .venv and install the package into it on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU wheels differ by architecture; on x86_64 these two lie on the local disk.
+ifeq ($(shell uname -m),aarch64)
+TORCH := torch==2.9.1 torchvision==0.24.1
+else
+TORCH := torch==2.14.1 torchvision==0.29.1
+endif
+DEMO_DIR ?= runs/demo
+
+.PHONY: install demo test bench lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: install
+	rm -rf $(DEMO_DIR)
+	$(VENV)/bin/ddpm train --dataset digits --out $(DEMO_DIR)
+	$(VENV)/bin/ddpm sample --run $(DEMO_DIR) --n 64 --sampler ddim --steps 50 --seed 0 \
+		--out $(DEMO_DIR)/grid.png --progressive $(DEMO_DIR)/progressive.png
+
+test: install
+	$(PY) -m pytest
+
+bench: install
+	$(VENV)/bin/ddpm bench --preset digits
+
+lint: install
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+
+clean:
+	rm -rf $(VENV) runs build src/*.egg-info
