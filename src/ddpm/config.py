@@ -212,6 +212,11 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         return tuple(_coerce(v, args[0], key) for v in value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if hint is bool and not isinstance(value, bool):
         raise DDPMError(f"{key} must be true or false, got {value!r}")
     if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
@@ -244,7 +249,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
-        raise DDPMError(f"config file {path} is not valid YAML: {str(error).splitlines()[0]}") from None
+        raise DDPMError(
+            f"config file {path} is not valid YAML: {str(error).splitlines()[0]}"
+        ) from None
     if not isinstance(data, dict):
         raise DDPMError(f"config file {path} must hold a mapping of sections")
     return data

@@ -21,6 +21,7 @@ from ..builders import build_schedule
 from ..checkpoint import (
     atomic_write,
     checkpoint_path,
+    list_checkpoints,
     load_latest,
     prune_checkpoints,
     save_checkpoint,
@@ -77,12 +78,16 @@ def _all_finite(module: torch.nn.Module) -> bool:
     return bool(torch.stack([p.isfinite().all() for p in module.parameters()]).all())
 
 
+def _last_good(run_dir: Path) -> str:
+    paths = list_checkpoints(run_dir / "checkpoints")
+    return (
+        f"the last good checkpoint {paths[-1]} is intact" if paths else "no checkpoint was written"
+    )
+
+
 def _save(trainer: Trainer, config: RunConfig, run_dir: Path, step: int) -> Path:
     if not (_all_finite(trainer.model) and _all_finite(trainer.ema)):
-        raise DDPMError(
-            f"non-finite weights at step {step}; not saving them, the last good "
-            f"checkpoint in {run_dir / 'checkpoints'} is intact"
-        )
+        raise DDPMError(f"non-finite weights at step {step}, not saved; {_last_good(run_dir)}")
     path = checkpoint_path(run_dir / "checkpoints", step)
     save_checkpoint(
         path,
@@ -163,8 +168,7 @@ class _LogWindow:
         if not math.isfinite(loss):
             raise DDPMError(
                 f"training diverged: non-finite loss in steps {self.start + 1}-{done}; "
-                f"the last good checkpoint in {run_dir / 'checkpoints'} is intact "
-                f"(try a lower train.lr or train.grad_clip)"
+                f"{_last_good(run_dir)} (try a lower train.lr or train.grad_clip)"
             )
         with open(run_dir / "log.csv", "a", newline="") as f:
             csv.writer(f).writerow(
