@@ -123,7 +123,9 @@ def test_sample_writes_grid_npz_and_progressive_strip(run_dir: Path, tmp_path: P
                 )
                 == 0
             )
-        assert np.array_equal(np.load(a)["arr_0"], np.load(b)["arr_0"])
+        # equal up to float rounding: convolutions may sum in another order at another batch size
+        diff = np.abs(np.load(a)["arr_0"].astype(int) - np.load(b)["arr_0"].astype(int))
+        assert diff.max() <= 1 and diff.mean() < 0.01
 
 
 def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(run_dir: Path, tmp_path: Path):

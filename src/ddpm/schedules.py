@@ -114,7 +114,7 @@ def timestep_subsequence(
         raise DDPMError(f"--steps must be between 1 and {num_timesteps}, got {num_steps}")
     T, K = num_timesteps, num_steps
     if spacing == "uniform":
-        steps = torch.linspace(0, T - 1, K, dtype=torch.float64).round()
+        steps = torch.linspace(T - 1, 0, K, dtype=torch.float64).round()  # K = 1 gives [T - 1]
     elif spacing == "quadratic":
         steps = (torch.linspace(0, math.sqrt(T * 0.8), K, dtype=torch.float64) ** 2).round()
     elif spacing == "trailing":
