@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .builders import build_schedule
+from .builders import build_model, build_schedule
 from .config import RunConfig
 from .generate import generate
 from .train.step import make_trainer
@@ -61,6 +61,21 @@ def forward_gflop_per_image(net: torch.nn.Module, config: RunConfig, device: tor
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         net(x, t)
     return counter.get_total_flops() / 2 / 1e9
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    parameters: int
+    forward_gflop_per_image: float
+
+
+def model_size(config: RunConfig) -> ModelSize:
+    """Parameter count and forward GFLOP per image, computed on the meta device (no memory, no
+    arithmetic), so even large presets are described instantly."""
+    with torch.device("meta"):
+        net = build_model(config)
+    parameters = sum(p.numel() for p in net.parameters())
+    return ModelSize(parameters, forward_gflop_per_image(net, config, torch.device("meta")))
 
 
 def _peak_memory(device: torch.device) -> tuple[float, str]:

@@ -166,6 +166,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_presets(args: argparse.Namespace) -> int:
+    from .bench import model_size
+
+    for name in preset_names():
+        config = load_preset(name)
+        size = model_size(config)
+        d = config.data
+        print(
+            f"{name:16s} {size.parameters / 1e6:6.1f}M  {size.forward_gflop_per_image:8.3f} GFLOP/image  "
+            f"{d.dataset} {d.channels}x{d.image_size}x{d.image_size}"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ddpm", description="Denoising diffusion probabilistic models.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
@@ -205,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--device", **device)
     sample.add_argument("--quiet", action="store_true")
     sample.set_defaults(func=cmd_sample)
+
+    presets = sub.add_parser("presets", help="list the reference configurations")
+    presets.set_defaults(func=cmd_presets)
 
     bench = sub.add_parser("bench", help="measure speed and size of a preset's model")
     bench.add_argument("--preset", default="digits", help=f"one of: {', '.join(preset_names())}")

@@ -53,6 +53,9 @@ class UNetConfig:
     attention_head_dim: int = 32
     linear_attention: bool = False  # linear attention at the levels without full attention
     block: Literal["resnet", "convnext"] = "resnet"
+    # how the time/class embedding enters a block: scale-shift of the normalised features (Dhariwal
+    # & Nichol 2021) or a plain additive bias (Ho et al. 2020's original U-Net)
+    conditioning: Literal["scale_shift", "additive"] = "scale_shift"
     dropout: float = 0.1
     num_groups: int = 32
     num_classes: int = 0  # > 0: class-conditional, with one extra null class for guidance
@@ -72,6 +75,8 @@ class DataConfig:
     image_size: int = 8
     channels: int = 1
     random_flip: bool = False
+    fit: Literal["resize", "pad"] = "resize"  # how images of another size reach image_size
+    download: bool = False  # MNIST/Fashion-MNIST: fetch with torchvision into the cache if absent
 
     def __post_init__(self) -> None:
         _require(

@@ -33,15 +33,34 @@ def zero_init(module: nn.Module) -> nn.Module:
     return module
 
 
+def film(norm: nn.Module, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    """Condition normalised features on the embedding projection `cond` [B, C or 2C, 1, 1]:
+    norm(h) * (1 + scale) + shift when it holds both halves, else norm(h + cond) (additive, as in
+    Ho et al. 2020, where the bias is added before the second normalisation)."""
+    if cond.shape[1] == 2 * h.shape[1]:
+        scale, shift = cond.chunk(2, dim=1)
+        return norm(h) * (1 + scale) + shift
+    return norm(h + cond)
+
+
 class ResBlock(nn.Module):
     """GroupNorm-SiLU-conv twice, with the embedding as a scale-shift after the second norm
     (Dhariwal & Nichol 2021, "AdaGN"), dropout before the last conv, and a 1x1 skip if needed."""
 
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, *, dropout: float, groups: int):
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        emb_dim: int,
+        *,
+        dropout: float,
+        groups: int,
+        scale_shift: bool = True,
+    ):
         super().__init__()
         self.norm1 = nn.GroupNorm(groups, in_ch)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
-        self.emb = nn.Linear(emb_dim, 2 * out_ch)
+        self.emb = nn.Linear(emb_dim, (2 if scale_shift else 1) * out_ch)
         self.norm2 = nn.GroupNorm(groups, out_ch)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = zero_init(nn.Conv2d(out_ch, out_ch, 3, padding=1))
@@ -49,8 +68,7 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
-        scale, shift = self.emb(F.silu(emb))[:, :, None, None].chunk(2, dim=1)
-        h = self.norm2(h) * (1 + scale) + shift
+        h = film(self.norm2, h, self.emb(F.silu(emb))[:, :, None, None])
         h = self.conv2(self.dropout(F.silu(h)))
         return self.skip(x) + h
 
@@ -59,10 +77,19 @@ class ConvNeXtBlock(nn.Module):
     """ConvNeXt block (Liu et al. 2022): depthwise 7x7 conv, norm with the embedding as scale-shift,
     1x1 expand (x2) with GELU, 1x1 project; residual with a 1x1 skip if channels change."""
 
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, *, dropout: float, groups: int):
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        emb_dim: int,
+        *,
+        dropout: float,
+        groups: int,
+        scale_shift: bool = True,
+    ):
         super().__init__()
         self.depthwise = nn.Conv2d(in_ch, in_ch, 7, padding=3, groups=in_ch)
-        self.emb = nn.Linear(emb_dim, 2 * in_ch)
+        self.emb = nn.Linear(emb_dim, (2 if scale_shift else 1) * in_ch)
         self.norm = nn.GroupNorm(1, in_ch)
         self.expand = nn.Conv2d(in_ch, 2 * out_ch, 1)
         self.dropout = nn.Dropout(dropout)
@@ -70,8 +97,7 @@ class ConvNeXtBlock(nn.Module):
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        scale, shift = self.emb(F.silu(emb))[:, :, None, None].chunk(2, dim=1)
-        h = self.norm(self.depthwise(x)) * (1 + scale) + shift
+        h = film(self.norm, self.depthwise(x), self.emb(F.silu(emb))[:, :, None, None])
         h = self.project(self.dropout(F.gelu(self.expand(h))))
         return self.skip(x) + h
 

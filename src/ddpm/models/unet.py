@@ -81,7 +81,14 @@ class UNet(nn.Module):
         block_type = BLOCKS[config.block]
 
         def block(cin: int, cout: int) -> nn.Module:
-            return block_type(cin, cout, emb_dim, dropout=config.dropout, groups=groups)
+            return block_type(
+                cin,
+                cout,
+                emb_dim,
+                dropout=config.dropout,
+                groups=groups,
+                scale_shift=config.conditioning == "scale_shift",
+            )
 
         def attention(ch: int, resolution: int) -> list[nn.Module]:
             kwargs = dict(head_dim=config.attention_head_dim, groups=groups)

@@ -128,7 +128,7 @@ def train(
     checkpoint and raises TrainingStopped; a second SIGINT interrupts at once.
     """
     run_dir, cfg = Path(run_dir), config.train
-    data = load_dataset(config.data.dataset, "train", config.data.data_dir)
+    data = load_dataset(config.data, "train")
     check_matches(data, image_size=config.data.image_size, channels=config.data.channels)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.seed)

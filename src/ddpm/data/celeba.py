@@ -1,0 +1,78 @@
+"""CelebA at 64x64: img_align_celeba/*.jpg centre-cropped to 140x140 and resized to 64x64, the
+preprocessing of the DDPM and DDIM papers' CelebA models.
+
+The official split (list_eval_partition.txt: 0 train, 1 valid, 2 test) is used when present, in
+the dataset root or its Eval/ folder; otherwise the fixed hash split of the folder dataset.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
+
+from ..errors import DDPMError
+from .dataset import ImageData, Split
+from .folder import split_files
+from .images import decode_images, list_images
+
+CROP = 140
+PARTITION = {"train": "0", "test": "2"}
+
+
+def crop_and_resize(size: int):
+    def apply(image: Image.Image) -> Image.Image:
+        side = min(CROP, *image.size)
+        image = TF.center_crop(image, [side, side])
+        return TF.resize(
+            image, [size, size], interpolation=InterpolationMode.BICUBIC, antialias=True
+        )
+
+    return apply
+
+
+def find_root(data_dir: str | None) -> Path:
+    roots = [Path(data_dir)] if data_dir else []
+    roots += [Path("data"), Path("data") / "celeba"]
+    for root in roots:
+        for folder in (root, root / "celeba"):
+            if (folder / "img_align_celeba").is_dir():
+                return folder
+    looked = ", ".join(str(r) for r in roots)
+    raise DDPMError(f"CelebA's img_align_celeba/ folder not found under {looked}; pass --data-dir")
+
+
+def read_partition(root: Path) -> dict[str, str] | None:
+    for candidate in (root / "list_eval_partition.txt", root / "Eval" / "list_eval_partition.txt"):
+        if candidate.is_file():
+            entries = {}
+            for number, line in enumerate(candidate.read_text().splitlines(), 1):
+                fields = line.split()
+                if len(fields) != 2 or fields[1] not in "012":
+                    raise DDPMError(f"{candidate}, line {number}: expected 'NAME.jpg 0|1|2'")
+                entries[fields[0]] = fields[1]
+            return entries
+    return None
+
+
+def load_celeba64(data_dir: str | None, split: Split, *, image_size: int = 64) -> ImageData:
+    root = find_root(data_dir)
+    folder = root / "img_align_celeba"
+    paths = list_images(folder)
+    if not paths:
+        raise DDPMError(f"no images in {folder}")
+    partition = read_partition(root)
+    if partition is None:
+        paths = split_files(folder, paths, split)
+    else:
+        paths = [p for p in paths if partition.get(p.name) == PARTITION[split]]
+        if not paths:
+            raise DDPMError(f"no file of {folder} is listed in the {split} partition")
+    images, kept = decode_images(paths, preprocess=crop_and_resize(image_size), channels=3,
+                                 size=image_size, recipe={"dataset": "celeba", "crop": CROP})  # fmt: skip
+    if not len(kept):
+        raise DDPMError(f"none of the {len(paths)} files in {folder} ({split}) is a readable image")
+    return ImageData(images=torch.from_numpy(images), labels=None, num_classes=0, name="celeba64")

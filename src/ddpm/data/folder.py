@@ -1,0 +1,71 @@
+"""Any folder of images (png, jpg, jpeg, webp, bmp; recursive), with labels from sub-folders.
+
+Images are resized (shorter side to image_size) and centre-cropped, in RGB or grayscale. When
+every image lies in a sub-folder, the first-level sub-folder names (sorted) are the classes. The
+test split is a fixed 1 in 20 of the files, chosen by a hash of each file's relative path, so it
+stays put when files are added.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
+
+from ..errors import DDPMError
+from .dataset import ImageData, Split
+from .images import decode_images, list_images
+
+TEST_FRACTION = 20  # 1 in 20 files is in the test split
+
+
+def in_test_split(relative: str) -> bool:
+    return zlib.crc32(relative.encode()) % TEST_FRACTION == 0
+
+
+def resize_center_crop(size: int) -> Callable[[Image.Image], Image.Image]:
+    def apply(image: Image.Image) -> Image.Image:
+        image = TF.resize(image, size, interpolation=InterpolationMode.BICUBIC, antialias=True)
+        return TF.center_crop(image, [size, size])
+
+    return apply
+
+
+def split_files(root: Path, paths: list[Path], split: Split) -> list[Path]:
+    chosen = [
+        p for p in paths if in_test_split(p.relative_to(root).as_posix()) == (split == "test")
+    ]
+    if not chosen:
+        raise DDPMError(f"the {split} split of {root} is empty ({len(paths)} images in all)")
+    return chosen
+
+
+def load_folder(root: str | None, split: Split, *, image_size: int, channels: int) -> ImageData:
+    if not root:
+        raise DDPMError("the folder dataset needs --data-dir DIR (or data.data_dir)")
+    root_path = Path(root)
+    paths = list_images(root_path)
+    if not paths:
+        raise DDPMError(f"no images (png, jpg, jpeg, webp, bmp) in {root_path}")
+    paths = split_files(root_path, paths, split)
+    images, kept = decode_images(paths, preprocess=resize_center_crop(image_size), channels=channels,
+                                 size=image_size, recipe={"dataset": "folder"})  # fmt: skip
+    if not len(kept):
+        raise DDPMError(
+            f"none of the {len(paths)} files in {root_path} ({split}) is a readable image"
+        )
+    parts = [paths[i].relative_to(root_path).parts for i in kept]
+    labels, num_classes = None, 0
+    if all(len(p) > 1 for p in parts):
+        classes = sorted({p.relative_to(root_path).parts[0] for p in list_images(root_path)})
+        index = {name: i for i, name in enumerate(classes)}
+        labels = torch.tensor([index[p[0]] for p in parts], dtype=torch.long)
+        num_classes = len(classes)
+    return ImageData(
+        images=torch.from_numpy(images), labels=labels, num_classes=num_classes, name="folder"
+    )

@@ -1,0 +1,86 @@
+"""MNIST and Fashion-MNIST from their official IDX files.
+
+Looked for, in order: --data-dir itself and its torchvision-style sub-folders, ./data, and the
+system folder where Debian's `dataset-fashion-mnist` installs the real files. Nothing is written
+to those folders; a download (opt-in, `data.download=true`) goes to the user's cache.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..errors import DDPMError
+from .cache import cache_dir
+from .dataset import ImageData, Split
+from .idx import read_idx
+
+FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+         "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}  # fmt: skip
+SOURCES = {
+    "mnist": {"torchvision": "MNIST", "system": [], "howto": "download the four IDX files from "
+              "the MNIST page, or pass --set data.download=true where the network is reachable"},
+    "fashion-mnist": {"torchvision": "FashionMNIST", "system": ["/usr/share/datasets/fashion-mnist"],
+                      "howto": "apt-get install dataset-fashion-mnist, or pass --set "
+                      "data.download=true where the network is reachable"},
+}  # fmt: skip
+
+
+def candidate_folders(name: str, data_dir: str | None) -> list[Path]:
+    """Where the IDX files of `name` are looked for, in order."""
+    tv = SOURCES[name]["torchvision"]
+    roots = [Path(data_dir)] if data_dir else []
+    roots += [Path("data"), cache_dir() / "datasets"]
+    folders = []
+    for root in roots:
+        folders += [root, root / name, root / tv / "raw"]
+    return folders + [Path(p) for p in SOURCES[name]["system"]]
+
+
+def _find(folder: Path, stem: str) -> Path | None:
+    for candidate in (folder / stem, folder / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def locate(name: str, split: Split, data_dir: str | None) -> tuple[Path, Path] | None:
+    images_stem, labels_stem = FILES[split]
+    for folder in candidate_folders(name, data_dir):
+        images, labels = _find(folder, images_stem), _find(folder, labels_stem)
+        if images and labels:
+            return images, labels
+    return None
+
+
+def _download(name: str) -> None:
+    from torchvision import datasets
+
+    root = cache_dir() / "datasets"
+    cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
+    try:
+        cls(str(root), train=True, download=True)
+        cls(str(root), train=False, download=True)
+    except Exception as error:  # any network or HTTP failure means "not downloadable here"
+        raise DDPMError(f"could not download {name} ({str(error).splitlines()[0][:120]})") from None
+
+
+def load_mnist_like(name: str, split: Split, data_dir: str | None, download: bool) -> ImageData:
+    """images uint8 [N, 1, 28, 28] and labels int64 [N] of MNIST or Fashion-MNIST."""
+    found = locate(name, split, data_dir)
+    if found is None and download:
+        _download(name)
+        found = locate(name, split, data_dir)
+    if found is None:
+        looked = ", ".join(str(p) for p in candidate_folders(name, data_dir))
+        raise DDPMError(f"{name} {split} files ({FILES[split][0]}[.gz]) not found in: {looked}; "
+                        f"{SOURCES[name]['howto']}")  # fmt: skip
+    images, labels = read_idx(found[0]), read_idx(found[1])
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise DDPMError(f"{found[0]} and {found[1]} do not form an image/label pair "
+                        f"(shapes {images.shape} and {labels.shape})")  # fmt: skip
+    if labels.size and labels.max() > 9:
+        raise DDPMError(f"{found[1]} holds labels above 9")
+    return ImageData(images=torch.from_numpy(images.copy())[:, None],
+                     labels=torch.from_numpy(labels.astype("int64")), num_classes=10, name=name)  # fmt: skip
