@@ -129,3 +129,19 @@ def check_matches(data: ImageData, *, image_size: int, channels: int) -> None:
             f"dataset {data.name} has images {c}x{h}x{w}, but the config asks for "
             f"{channels}x{image_size}x{image_size} (data.channels, data.image_size)"
         )
+
+
+def check_labels(data: ImageData, num_classes: int) -> None:
+    """A class-conditional model (num_classes > 0) needs labels that fit its label embedding."""
+    if not num_classes:
+        return
+    if data.labels is None:
+        raise DDPMError(
+            f"model.num_classes={num_classes}, but dataset {data.name} has no labels "
+            f"(for a folder: put each class's images in its own sub-folder)"
+        )
+    if data.num_classes > num_classes:
+        raise DDPMError(
+            f"dataset {data.name} has {data.num_classes} classes but "
+            f"model.num_classes={num_classes}"
+        )

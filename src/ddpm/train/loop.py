@@ -27,7 +27,7 @@ from ..checkpoint import (
     save_checkpoint,
 )
 from ..config import RunConfig, TrainConfig, to_dict
-from ..data import InMemoryBatches, check_matches, load_dataset
+from ..data import InMemoryBatches, check_labels, check_matches, load_dataset
 from ..errors import DDPMError
 from ..generate import generate
 from ..viz import plot_loss, save_grid
@@ -130,6 +130,7 @@ def train(
     run_dir, cfg = Path(run_dir), config.train
     data = load_dataset(config.data, "train")
     check_matches(data, image_size=config.data.image_size, channels=config.data.channels)
+    check_labels(data, config.model.num_classes)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.seed)
         trainer = make_trainer(config, device)
