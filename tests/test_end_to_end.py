@@ -54,12 +54,16 @@ def run_dir(tmp_path_factory) -> Path:
 def test_train_writes_a_complete_run_folder(run_dir: Path):
     assert (run_dir / "config.json").is_file()
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
+        "best.safetensors",
         "step_00000010.safetensors",
         "step_00000020.safetensors",
     ]
     rows = (run_dir / "log.csv").read_text().strip().splitlines()
-    assert rows[0] == "step,loss,lr,grad_norm,images_per_s,elapsed_s"
+    assert rows[0] == "step,loss,lr,grad_norm,images_per_s,elapsed_s,skipped_steps"
     assert [int(r.split(",")[0]) for r in rows[1:]] == [5, 10, 15, 20]
+    val = (run_dir / "val_loss.csv").read_text().strip().splitlines()
+    assert val[0] == "step,val_loss" and [int(r.split(",")[0]) for r in val[1:]] == [10, 20]
+    assert all(float(r.split(",")[1]) > 0 for r in val[1:])
     assert (run_dir / "samples" / "step_00000020.png").is_file()
     assert (run_dir / "loss.png").is_file()
     config = json.loads((run_dir / "config.json").read_text())

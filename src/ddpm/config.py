@@ -103,6 +103,8 @@ class TrainConfig:
     sample_every: int = 1000
     num_sample_images: int = 64
     label_dropout: float = 0.1  # class-conditional only: probability of training on the null class
+    val_images: int = 256  # test images for the validation loss at each checkpoint (0: none)
+    max_nonfinite_steps: int = 5  # consecutive skipped (non-finite) steps that stop the run
 
     def __post_init__(self) -> None:
         for name in ("num_steps", "batch_size", "log_every", "checkpoint_every", "sample_every"):
@@ -115,6 +117,8 @@ class TrainConfig:
         _require(0 <= self.ema_decay < 1, "train.ema_decay must be in [0, 1)")
         _require(0 <= self.label_dropout <= 1, "train.label_dropout must be in [0, 1]")
         _require(self.num_sample_images >= 1, "train.num_sample_images must be >= 1")
+        _require(self.val_images >= 0, "train.val_images must be >= 0")
+        _require(self.max_nonfinite_steps >= 1, "train.max_nonfinite_steps must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -122,7 +126,7 @@ class SampleConfig:
     sampler: str = "ddim"
     steps: int = 50
     eta: float = 0.0
-    spacing: Literal["uniform", "quadratic", "trailing"] = "uniform"
+    spacing: Literal["uniform", "quadratic", "trailing", "karras"] = "uniform"
     batch_size: int = 256
 
     def __post_init__(self) -> None:
@@ -144,6 +148,9 @@ class RunConfig:
 SECTIONS = {f.name: f.type for f in dataclasses.fields(RunConfig)}
 # Keys that may change when a run resumes: they do not alter the model or what was trained so far.
 RESUMABLE_KEYS = {
+    "train.batch_size",
+    "train.val_images",
+    "train.max_nonfinite_steps",
     "train.num_steps",
     "train.log_every",
     "train.checkpoint_every",

@@ -15,3 +15,13 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name not in ("cpu", "cuda"):
         raise DDPMError(f"unknown device {name!r}; use auto, cpu or cuda")
     return torch.device(name)
+
+
+def use_deterministic_algorithms() -> None:
+    """Ask PyTorch for deterministic kernels everywhere (slower on GPUs). On CUDA, cuBLAS also
+    needs a fixed workspace, which it reads from its documented environment variable."""
+    import os
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False

@@ -39,15 +39,24 @@ class InMemoryBatches:
         seed: int,
         random_flip: bool,
         device: torch.device,
+        rank: int = 0,
+        world_size: int = 1,
     ):
+        """batch_size is per process: the global batch of a step is batch_size * world_size
+        images, and process `rank` takes its rank-th slice, so a run on N processes sees the same
+        global batches (and noise) as one process with batch_size * N."""
+        global_batch = batch_size * world_size
         if batch_size < 1:
             raise DDPMError(f"train.batch_size must be >= 1, got {batch_size}")
-        if len(images) < batch_size:
-            raise DDPMError(f"train.batch_size {batch_size} exceeds the dataset size {len(images)}")
+        if len(images) < global_batch:
+            raise DDPMError(
+                f"the global batch {global_batch} exceeds the dataset size {len(images)}"
+            )
         self.images = images.to(device)
         self.labels = labels.to(device) if labels is not None else None
         self.batch_size, self.seed, self.random_flip = batch_size, seed, random_flip
-        self.steps_per_epoch = len(images) // batch_size
+        self.rank, self.global_batch = rank, global_batch
+        self.steps_per_epoch = len(images) // global_batch
         self._epoch, self._order = -1, torch.empty(0, dtype=torch.long)
 
     def _order_for(self, epoch: int) -> torch.Tensor:
@@ -62,11 +71,13 @@ class InMemoryBatches:
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(x0 float32 [B, C, H, W] in [-1, 1], labels [B] or None) for training step `step`."""
         epoch, position = divmod(step, self.steps_per_epoch)
-        start = position * self.batch_size
+        start = position * self.global_batch + self.rank * self.batch_size
         index = self._order_for(epoch)[start : start + self.batch_size]
         x0 = self.images[index].float().div_(127.5).sub_(1.0)
         if self.random_flip:
-            flip = torch.rand(len(index), generator=step_generator(self.seed, step, stream=1))
-            x0 = torch.where(flip.to(x0.device)[:, None, None, None] < 0.5, x0.flip(-1), x0)
+            generator = step_generator(self.seed, step, stream=1)
+            flip = torch.rand(self.global_batch, generator=generator)
+            mine = flip[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
+            x0 = torch.where(mine.to(x0.device)[:, None, None, None] < 0.5, x0.flip(-1), x0)
         labels = self.labels[index] if self.labels is not None else None
         return x0, labels

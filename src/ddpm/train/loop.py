@@ -1,13 +1,12 @@
-"""The training loop: a run folder in, checkpoints, sample grids and a CSV log out.
+"""The training loop: a run folder in, checkpoints, sample grids and CSV logs out.
 
-A run folder holds config.json, checkpoints/, samples/, log.csv and loss.png, and is all a user
-needs to resume, sample or evaluate.
+A run folder holds config.json, checkpoints/, samples/, log.csv, val_loss.csv and loss.png, and
+is all a user needs to resume, sample or evaluate. Under torchrun every process runs this loop on
+its shard of each global batch; only the main process writes files.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import math
 import time
@@ -18,24 +17,17 @@ import torch
 from tqdm.auto import tqdm
 
 from ..builders import build_schedule
-from ..checkpoint import (
-    atomic_write,
-    checkpoint_path,
-    list_checkpoints,
-    load_latest,
-    prune_checkpoints,
-    save_checkpoint,
-)
-from ..config import RunConfig, TrainConfig, to_dict
-from ..data import InMemoryBatches, check_labels, check_matches, load_dataset
+from ..config import RunConfig, TrainConfig
+from ..data import ImageData, InMemoryBatches, check_labels, check_matches, load_dataset
 from ..errors import DDPMError
 from ..generate import generate
 from ..viz import plot_loss, save_grid
+from . import distributed, run_files
 from .signals import StopRequest, TrainingStopped
 from .step import Trainer, lr_at, make_trainer
+from .validation import validation_loss
 
 log = logging.getLogger(__name__)
-LOG_FIELDS = ["step", "loss", "lr", "grad_norm", "images_per_s", "elapsed_s"]
 
 
 @dataclass(frozen=True)
@@ -47,144 +39,137 @@ class TrainResult:
     samples: Path | None
 
 
-def write_config(run_dir: Path, config: RunConfig) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(run_dir / "config.json", (json.dumps(to_dict(config), indent=2) + "\n").encode())
+class _LogWindow:
+    """Sums loss, grad norm and skipped steps on the device between log lines, so there is one
+    host sync per log interval, not per step; tracks runs of consecutive non-finite steps."""
 
+    def __init__(self, ctx: distributed.Distributed, start: int, max_bad: int):
+        zeros = lambda: torch.zeros((), device=ctx.device)  # noqa: E731
+        self.ctx, self.max_bad = ctx, max_bad
+        self.loss, self.norm, self.good, self.bad_run = zeros(), zeros(), zeros(), zeros()
+        self.stop_step = torch.full((), -1.0, device=ctx.device)
+        self.start, self.time, self.t0 = start, time.perf_counter(), time.perf_counter()
 
-def _restore(trainer: Trainer, run_dir: Path) -> int:
-    checkpoint = load_latest(run_dir / "checkpoints")
-    trainer.model.load_state_dict(checkpoint.state_dict("model"))
-    trainer.ema.load_state_dict(checkpoint.state_dict("ema"))
-    trainer.optimizer.load_state_dict(checkpoint.optimizer_state())
-    torch.set_rng_state(checkpoint.tensors["rng.cpu"])
-    log.info("resumed %s at step %d", run_dir, checkpoint.step)
-    return checkpoint.step
+    def add(
+        self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor, finite: torch.Tensor
+    ) -> None:
+        self.loss += torch.where(finite, loss, 0.0)
+        self.norm += torch.where(finite, grad_norm, 0.0)
+        self.good += finite
+        self.bad_run = torch.where(finite, 0.0, self.bad_run + 1)
+        first = (self.bad_run >= self.max_bad) & (self.stop_step < 0)
+        self.stop_step = torch.where(first, float(step + 2 - self.max_bad), self.stop_step)
 
-
-def _open_log(path: Path, start: int) -> None:
-    """Create the CSV log, or on resume drop rows past the checkpoint's step (they will be redone)."""
-    rows = []
-    if start and path.exists():
-        with open(path, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def _all_finite(module: torch.nn.Module) -> bool:
-    return bool(torch.stack([p.isfinite().all() for p in module.parameters()]).all())
-
-
-def _last_good(run_dir: Path) -> str:
-    paths = list_checkpoints(run_dir / "checkpoints")
-    return (
-        f"the last good checkpoint {paths[-1]} is intact" if paths else "no checkpoint was written"
-    )
-
-
-def _save(trainer: Trainer, config: RunConfig, run_dir: Path, step: int) -> Path:
-    if not (_all_finite(trainer.model) and _all_finite(trainer.ema)):
-        raise DDPMError(f"non-finite weights at step {step}, not saved; {_last_good(run_dir)}")
-    path = checkpoint_path(run_dir / "checkpoints", step)
-    save_checkpoint(
-        path,
-        step=step,
-        config=to_dict(config),
-        model=trainer.model,
-        ema=trainer.ema,
-        optimizer=trainer.optimizer,
-    )
-    prune_checkpoints(run_dir / "checkpoints", config.train.keep_checkpoints)
-    return path
-
-
-def _samples(trainer: Trainer, config: RunConfig, run_dir: Path, step: int) -> Path:
-    images = generate(
-        trainer.ema,
-        build_schedule(config),
-        config,
-        n=config.train.num_sample_images,
-        seed=config.train.seed,
-        progress=False,
-    )
-    return save_grid(images, run_dir / "samples" / f"step_{step:08d}.png")
+    def flush(self, done: int, config: TrainConfig, run_dir: Path) -> tuple[float, float]:
+        """Append a log row for steps start+1..done; return (mean loss, images/s)."""
+        stats = torch.stack([self.loss, self.good])
+        stats = distributed.all_reduce_sum(self.ctx, stats) / self.ctx.world_size
+        loss_sum, good, norm, stop = (*stats.tolist(), self.norm.item(), self.stop_step.item())
+        count, now = done - self.start, time.perf_counter()
+        if stop >= 0:
+            raise DDPMError(
+                f"training diverged: {self.max_bad} non-finite steps in a row from step "
+                f"{int(stop)} (they were skipped); {run_files.last_good(run_dir)} "
+                f"(try a lower train.lr or train.grad_clip)"
+            )
+        loss, rate = (
+            loss_sum / max(good, 1),
+            count * config.batch_size * self.ctx.world_size / (now - self.time),
+        )
+        if self.ctx.is_main:
+            run_files.append_csv(
+                run_dir / "log.csv",
+                [
+                    done,
+                    f"{loss:.6g}",
+                    f"{lr_at(done - 1, config):.6g}",
+                    f"{norm / max(good, 1):.6g}",
+                    f"{rate:.2f}",
+                    f"{now - self.t0:.1f}",
+                    int(count - good),
+                ],
+            )
+        for total in (self.loss, self.norm, self.good):
+            total.zero_()
+        self.start, self.time = done, now
+        return loss, rate
 
 
 def train(
     config: RunConfig,
     run_dir: str | Path,
     *,
-    device: torch.device,
+    device: torch.device | str = "auto",
     resume: bool = False,
     progress: bool = True,
 ) -> TrainResult:
     """Train (or, with resume=True, continue) the run in `run_dir` up to config.train.num_steps.
 
-    The caller's global RNG state is restored afterwards; inside, it is seeded with train.seed (it
-    drives weight initialisation and dropout). SIGINT or SIGTERM finishes the current step, saves a
-    checkpoint and raises TrainingStopped; a second SIGINT interrupts at once.
+    Under torchrun, joins the process group (gloo on CPU, NCCL on GPU) and trains with DDP;
+    train.batch_size is per process. The caller's global RNG state is restored afterwards; inside,
+    it is seeded with train.seed (weight initialisation and dropout). SIGINT or SIGTERM finishes
+    the current log interval, saves a checkpoint and raises TrainingStopped.
     """
     run_dir, cfg = Path(run_dir), config.train
-    data = load_dataset(config.data, "train")
-    check_matches(data, image_size=config.data.image_size, channels=config.data.channels)
-    check_labels(data, config.model.num_classes)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(cfg.seed)
-        trainer = make_trainer(config, device)
-        start = _restore(trainer, run_dir) if resume else 0
-        write_config(run_dir, config)
-        _open_log(run_dir / "log.csv", start)
-        batches = InMemoryBatches(
-            data.images,
-            data.labels,
-            batch_size=cfg.batch_size,
-            seed=cfg.seed,
-            random_flip=config.data.random_flip,
-            device=device,
-        )
-        return _loop(trainer, batches, config, run_dir, start=start, progress=progress)
-
-
-class _LogWindow:
-    """Sums loss and grad norm on the device between log lines, so there is one host sync per
-    log interval, not per step."""
-
-    def __init__(self, device: torch.device, start: int):
-        self.loss = torch.zeros((), device=device)
-        self.norm = torch.zeros((), device=device)
-        self.start, self.time, self.t0 = start, time.perf_counter(), time.perf_counter()
-
-    def add(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
-        self.loss += loss
-        self.norm += grad_norm
-
-    def flush(self, done: int, config: TrainConfig, run_dir: Path) -> tuple[float, float]:
-        """Append a log row for steps start+1..done; return (mean loss, images/s)."""
-        count, now = done - self.start, time.perf_counter()
-        loss, norm = (self.loss / count).item(), (self.norm / count).item()
-        rate = count * config.batch_size / (now - self.time)
-        if not math.isfinite(loss):
-            raise DDPMError(
-                f"training diverged: non-finite loss in steps {self.start + 1}-{done}; "
-                f"{_last_good(run_dir)} (try a lower train.lr or train.grad_clip)"
+    ctx = distributed.setup(device if isinstance(device, str) else device.type)
+    try:
+        data = load_dataset(config.data, "train")
+        check_matches(data, image_size=config.data.image_size, channels=config.data.channels)
+        check_labels(data, config.model.num_classes)
+        val_data = load_dataset(config.data, "test") if cfg.val_images else None
+        with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
+            torch.manual_seed(cfg.seed)
+            trainer = make_trainer(config, ctx.device, rank=ctx.rank, world_size=ctx.world_size)
+            start = run_files.restore(trainer, run_dir) if resume else 0
+            if ctx.is_main:
+                run_files.write_config(run_dir, config)
+                run_files.remove_stale_temporaries(run_dir)
+                run_files.open_csv(run_dir / "log.csv", run_files.LOG_FIELDS, start)
+                run_files.open_csv(run_dir / "val_loss.csv", ["step", "val_loss"], start)
+            distributed.barrier(ctx)
+            batches = InMemoryBatches(
+                data.images,
+                data.labels,
+                batch_size=cfg.batch_size,
+                seed=cfg.seed,
+                random_flip=config.data.random_flip,
+                device=ctx.device,
+                rank=ctx.rank,
+                world_size=ctx.world_size,
             )
-        with open(run_dir / "log.csv", "a", newline="") as f:
-            csv.writer(f).writerow(
-                [
-                    done,
-                    f"{loss:.6g}",
-                    f"{lr_at(done - 1, config):.6g}",
-                    f"{norm:.6g}",
-                    f"{rate:.2f}",
-                    f"{now - self.t0:.1f}",
-                ]
+            return _loop(
+                trainer,
+                batches,
+                config,
+                run_dir,
+                ctx=ctx,
+                val_data=val_data,
+                start=start,
+                progress=progress and ctx.is_main,
             )
-        self.loss.zero_(), self.norm.zero_()
-        self.start, self.time = done, now
-        return loss, rate
+    finally:
+        distributed.teardown(ctx)
+
+
+def _checkpoint(
+    trainer: Trainer,
+    config: RunConfig,
+    run_dir: Path,
+    step: int,
+    *,
+    ctx: distributed.Distributed,
+    val_data: ImageData | None,
+    best: list[float],
+) -> Path:
+    """Save the step's checkpoint; with validation data, log the EMA's validation loss and also
+    save best.safetensors when it is the lowest so far."""
+    is_best = False
+    if val_data is not None and ctx.is_main:
+        loss = validation_loss(trainer.ema, val_data, config, num_images=config.train.val_images)
+        run_files.append_csv(run_dir / "val_loss.csv", [step, f"{loss:.6g}"])
+        is_best = math.isfinite(loss) and loss < best[0]
+        best[0] = min(best[0], loss)
+    return run_files.save(trainer, config, run_dir, step, write=ctx.is_main, best=is_best)
 
 
 def _loop(
@@ -193,6 +178,8 @@ def _loop(
     config: RunConfig,
     run_dir: Path,
     *,
+    ctx: distributed.Distributed,
+    val_data: ImageData | None,
     start: int,
     progress: bool,
 ) -> TrainResult:
@@ -202,28 +189,43 @@ def _loop(
             f"the run is already at step {start} >= train.num_steps={cfg.num_steps}; "
             f"raise it with --set train.num_steps=N"
         )
-    window = _LogWindow(next(trainer.model.parameters()).device, start)
+    window = _LogWindow(ctx, start, cfg.max_nonfinite_steps)
+    best = [run_files.best_val_loss(run_dir, start)]
     last_loss, checkpoint, samples = math.nan, None, None
     bar = tqdm(total=cfg.num_steps, initial=start, desc="train", disable=not progress, unit="step")
     with StopRequest() as stop, bar:
         for step in range(start, cfg.num_steps):
-            window.add(*trainer.step(step, *batches.batch(step)))
+            window.add(step, *trainer.step(step, *batches.batch(step)))
             bar.update(1)
             done = step + 1
-            if done % cfg.log_every == 0 or done == cfg.num_steps:
+            at_log = done % cfg.log_every == 0 or done == cfg.num_steps
+            if at_log:
                 last_loss, rate = window.flush(done, cfg, run_dir)
                 bar.set_postfix(loss=f"{last_loss:.4f}", img_s=f"{rate:.0f}")
-            if done % cfg.checkpoint_every == 0 or done == cfg.num_steps:
-                checkpoint = _save(trainer, config, run_dir, done)
-            if done % cfg.sample_every == 0 or done == cfg.num_steps:
-                samples = _samples(trainer, config, run_dir, done)
-            if stop.requested:
-                path = _save(trainer, config, run_dir, done)
-                raise TrainingStopped(
-                    f"stopped by {stop.requested} at step {done}; saved {path}; "
-                    f"continue with: ddpm train --resume {run_dir}"
+            # processes agree on a stop only at log lines: one collective per interval
+            stopping = at_log and distributed.any_process(ctx, stop.requested is not None)
+            if done % cfg.checkpoint_every == 0 or done == cfg.num_steps or stopping:
+                checkpoint = _checkpoint(
+                    trainer, config, run_dir, done, ctx=ctx, val_data=val_data, best=best
                 )
-    plot_loss(run_dir / "log.csv", run_dir / "loss.png")
+            if ctx.is_main and (done % cfg.sample_every == 0 or done == cfg.num_steps):
+                images = generate(
+                    trainer.ema,
+                    build_schedule(config),
+                    config,
+                    n=cfg.num_sample_images,
+                    seed=cfg.seed,
+                    progress=False,
+                )
+                samples = save_grid(images, run_dir / "samples" / f"step_{done:08d}.png")
+            if stopping:
+                raise TrainingStopped(
+                    f"stopped by {stop.requested or 'another process'} at step "
+                    f"{done}; saved {checkpoint}; continue with: ddpm train "
+                    f"--resume {run_dir}"
+                )
+    if ctx.is_main:
+        plot_loss(run_dir / "log.csv", run_dir / "loss.png")
     return TrainResult(
         run_dir=run_dir,
         step=cfg.num_steps,

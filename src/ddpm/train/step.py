@@ -44,6 +44,9 @@ def autocast_context(device: torch.device, precision: str) -> contextlib.Abstrac
     return torch.autocast(device.type, dtype=dtype)
 
 
+StepResult = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
 @dataclass(eq=False)
 class Trainer:
     """The objects a run trains: the network, its EMA copy and the optimizer, with the step."""
@@ -51,38 +54,64 @@ class Trainer:
     model: UNet
     ema: UNet
     optimizer: torch.optim.Optimizer
-    step: Callable[[int, torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor]]
+    step: Callable[[int, torch.Tensor, torch.Tensor | None], StepResult]
 
 
-def make_trainer(config: RunConfig, device: torch.device) -> Trainer:
+def _draw(generator: torch.Generator, draw: Callable, shape: tuple, rank: int, world: int):
+    """Draw for the global batch (shape[0] * world rows) and keep this process's slice, so N
+    processes use exactly the noise one process with the global batch would."""
+    values = draw((shape[0] * world, *shape[1:]), generator=generator)
+    return values[rank * shape[0] : (rank + 1) * shape[0]]
+
+
+def make_trainer(
+    config: RunConfig, device: torch.device, *, rank: int = 0, world_size: int = 1
+) -> Trainer:
     """Build model, EMA and AdamW on `device` and the step function `step(n, x0, labels)`, which
-    runs optimizer step n on a batch and returns (mean loss, grad norm) as device tensors."""
+    runs optimizer step n on this process's share of the batch and returns device tensors
+    (mean loss, grad norm, finite), with no host synchronisation. With world_size > 1 (inside a
+    process group) the network is wrapped in DistributedDataParallel.
+
+    A step whose gradient norm is not finite is skipped on the device: the fused AdamW kernel
+    reads `found_inf` and leaves weights and moments untouched (fp16 runs use the grad scaler,
+    which does the same and also lowers its scale).
+    """
     train, diff = config.train, config.diffusion
     model = build_model(config).to(device)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
-    fused = device.type == "cuda"
     optimizer = torch.optim.AdamW(
-        model.parameters(),
-        lr=train.lr,
-        weight_decay=train.weight_decay,
-        fused=fused,
-        foreach=None if fused else True,
+        model.parameters(), lr=train.lr, weight_decay=train.weight_decay, fused=True
     )
-    forward = torch.compile(model) if train.compile else model
+    forward: nn.Module = model
+    if world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(
+            model, device_ids=[device] if device.type == "cuda" else None
+        )
+    if train.compile:
+        forward = torch.compile(forward)
     alpha_bar = build_schedule(config).alpha_bar.to(device=device, dtype=torch.float32)
     num_timesteps, null_label = config.diffusion.num_timesteps, model.null_label
     scaler = torch.amp.GradScaler(device.type, enabled=train.precision == "fp16")
 
-    def step(
-        n: int, x0: torch.Tensor, labels: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(n: int, x0: torch.Tensor, labels: torch.Tensor | None) -> StepResult:
         model.train()
         generator = step_generator(train.seed, n, stream=2)
-        t = torch.randint(num_timesteps, (x0.shape[0],), generator=generator).to(device)
-        eps = torch.randn(x0.shape, generator=generator).to(device)
+        batch = x0.shape[0]
+        t = _draw(
+            generator,
+            lambda s, generator: torch.randint(num_timesteps, s, generator=generator),
+            (batch,),
+            rank,
+            world_size,
+        ).to(device)
+        eps = _draw(generator, torch.randn, tuple(x0.shape), rank, world_size).to(device)
         if labels is not None and config.model.num_classes:
-            drop = torch.rand(x0.shape[0], generator=generator).to(device) < train.label_dropout
-            labels = torch.where(drop, torch.full_like(labels, null_label), labels)
+            drop = _draw(generator, torch.rand, (batch,), rank, world_size).to(device)
+            labels = torch.where(
+                drop < train.label_dropout, torch.full_like(labels, null_label), labels
+            )
         else:
             labels = None
         with autocast_context(device, train.precision):
@@ -103,9 +132,12 @@ def make_trainer(config: RunConfig, device: torch.device) -> Trainer:
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
         grad_norm = nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip or float("inf"))
+        finite = grad_norm.isfinite() & loss.detach().isfinite()
+        if not scaler.is_enabled():
+            optimizer.found_inf = (~finite).float()  # read by the fused kernel: skip if 1
         scaler.step(optimizer)
         scaler.update()
         update_ema(ema, model, ema_decay_at(n, train.ema_decay))
-        return loss.detach(), grad_norm.detach()
+        return loss.detach(), grad_norm.detach(), finite
 
     return Trainer(model=model, ema=ema, optimizer=optimizer, step=step)
