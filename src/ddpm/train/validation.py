@@ -32,13 +32,15 @@ def validation_loss(
     T = config.diffusion.num_timesteps
     t_all = torch.linspace(0, T - 1, n).round().long()
     alpha_bar = build_schedule(config).alpha_bar.to(device=device, dtype=torch.float32)
+    # all the noise from one generator, so the number does not depend on batch_size
+    eps_all = torch.randn((n, *data.images.shape[1:]), generator=seeded_generator(VALIDATION_SEED))
     was_training = net.training
     net.eval()
     total = torch.zeros((), dtype=torch.float64, device=device)
     for start in range(0, n, batch_size):
-        x0 = data.images[start : start + batch_size].to(device).float() / 127.5 - 1
+        x0 = data.images[start : min(start + batch_size, n)].to(device).float() / 127.5 - 1
         t = t_all[start : start + len(x0)].to(device)
-        eps = torch.randn(x0.shape, generator=seeded_generator(VALIDATION_SEED, start)).to(device)
+        eps = eps_all[start : start + len(x0)].to(device)
         losses = training_loss(
             net,
             x0,

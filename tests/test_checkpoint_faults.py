@@ -1,0 +1,141 @@
+"""A full disk, the best checkpoint and a repeatable validation loss."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from ddpm.checkpoint import list_checkpoints, load_checkpoint
+from ddpm.cli import main
+from ddpm.config import from_dict, load_preset
+from ddpm.data import load_dataset
+from ddpm.train import make_trainer
+from ddpm.train.validation import validation_loss
+
+TINY = [
+    "model.base_channels=8",
+    "model.channel_mult=[1,2]",
+    "model.num_res_blocks=1",
+    "model.attention_resolutions=[4]",
+    "model.num_groups=4",
+    "train.batch_size=8",
+    "train.log_every=5",
+    "train.checkpoint_every=5",
+    "train.sample_every=100000",
+    "train.num_sample_images=2",
+    "sample.steps=2",
+]
+SETS = [arg for pair in TINY for arg in ("--set", pair)]
+
+
+@pytest.fixture
+def tiny_fs(tmp_path):
+    """A real, tiny tmpfs file system (needs root; skipped where mounting is not allowed)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+
+    def make(size_kib: int) -> Path:
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size_kib}k", "tmpfs", str(mount)],
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+        return mount
+
+    yield make
+    subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_stops_with_one_line_and_keeps_the_previous_checkpoint(
+    tmp_path, tiny_fs, capsys
+):
+    probe = tmp_path / "probe"
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "digits",
+                "--out",
+                str(probe),
+                "--quiet",
+                *SETS,
+                "--set",
+                "train.num_steps=5",
+                "--set",
+                "train.val_images=0",
+            ]
+        )
+        == 0
+    )
+    size = (probe / "checkpoints" / "step_00000005.safetensors").stat().st_size
+    disk = tiny_fs(int(size * 1.6) // 1024)  # room for one checkpoint, not for a second beside it
+    capsys.readouterr()
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "digits",
+            "--out",
+            str(disk / "run"),
+            "--quiet",
+            *SETS,
+            "--set",
+            "train.num_steps=20",
+            "--set",
+            "train.val_images=0",
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "No space left on device" in err and "earlier checkpoints are intact" in err
+    kept = list_checkpoints(disk / "run" / "checkpoints")
+    assert [p.name for p in kept] == ["step_00000005.safetensors"]
+    assert load_checkpoint(kept[0]).step == 5
+    assert not list((disk / "run" / "checkpoints").glob(".*tmp*"))  # no half-written file left
+
+
+def test_best_checkpoint_follows_the_lowest_validation_loss(tmp_path):
+    out = tmp_path / "run"
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "digits",
+                "--out",
+                str(out),
+                "--quiet",
+                *SETS,
+                "--set",
+                "train.num_steps=15",
+                "--set",
+                "train.val_images=64",
+            ]
+        )
+        == 0
+    )
+    rows = [line.split(",") for line in (out / "val_loss.csv").read_text().strip().splitlines()[1:]]
+    best_step = min(rows, key=lambda r: float(r[1]))[0]
+    assert load_checkpoint(out / "checkpoints" / "best.safetensors").step == int(best_step)
+
+
+def test_validation_loss_is_repeatable_and_depends_on_the_weights():
+    config = from_dict({"model": {"base_channels": 8, "num_groups": 4}}, base=load_preset("digits"))
+    torch.manual_seed(0)
+    trainer = make_trainer(config, torch.device("cpu"))
+    data = load_dataset(config.data, "test")
+    first = validation_loss(trainer.ema, data, config, num_images=100, batch_size=32)
+    again = validation_loss(trainer.ema, data, config, num_images=100, batch_size=64)
+    assert first == pytest.approx(again, rel=1e-6) and first > 0
+    with torch.no_grad():
+        for p in trainer.ema.parameters():
+            p.add_(0.05)
+    assert validation_loss(trainer.ema, data, config, num_images=100) != pytest.approx(
+        first, rel=1e-3
+    )
