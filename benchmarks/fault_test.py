@@ -1,7 +1,7 @@
 """Kill-and-resume fault test (issue 6): train a short digits run, SIGKILL it at random moments,
 resume each time, and compare the final weights with an uninterrupted run.
 
-    python benchmarks/fault_test.py [--cycles 20] [--steps 200] [--seed 0]
+    python benchmarks/fault_test.py [--cycles 20] [--steps 400] [--seed 0]
 
 Prints: cycles survived, checkpoints lost (a checkpoint file that no longer loads after a kill),
 and whether the final model and EMA weights equal the uninterrupted run's bit for bit.
@@ -51,25 +51,38 @@ def final_weights(out: Path, steps: int) -> dict[str, torch.Tensor]:
     return {k: v for k, v in tensors.items() if k.startswith(("model.", "ema."))}
 
 
+def wait_until_training(process: subprocess.Popen, log: Path, launched: float) -> None:
+    """Until the process has (re)opened its log, i.e. it is past start-up and training."""
+    while process.poll() is None:
+        if log.exists() and log.stat().st_mtime >= launched:
+            return
+        time.sleep(0.02)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cycles", type=int, default=20)
-    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="ddpm-fault-"))
     try:
-        start = time.perf_counter()
-        subprocess.run(command(work / "reference", args.steps, False), check=True)
-        reference_s = time.perf_counter() - start
-        out, kills, lost, survived = work / "killed", 0, 0, 0
-        process = subprocess.Popen(command(out, args.steps, False))
+        subprocess.run(
+            command(work / "reference", args.steps, False), check=True, stdout=subprocess.DEVNULL
+        )
+        rows = (work / "reference" / "log.csv").read_text().strip().splitlines()
+        seconds_per_step = float(rows[-1].split(",")[5]) / args.steps
+        checkpoint_s = 10 * seconds_per_step  # train.checkpoint_every = 10
+        out, kills, lost, progress = work / "killed", 0, 0, []
+        resume = False
         while True:
+            launched = time.time()
+            process = subprocess.Popen(command(out, args.steps, resume), stdout=subprocess.DEVNULL)
+            wait_until_training(process, out / "log.csv", launched)
             if kills < args.cycles:
-                time.sleep(rng.uniform(0.5, max(1.0, reference_s / 4)))
-            code = process.poll()
-            if code is None and kills < args.cycles:
+                time.sleep(rng.uniform(0, 4 * checkpoint_s))  # a random moment of training
+            if process.poll() is None and kills < args.cycles:
                 process.kill()
                 process.wait()
                 kills += 1
@@ -78,12 +91,11 @@ def main() -> None:
                         load_checkpoint(path)
                     except DDPMError:
                         lost += 1
-                if not list_checkpoints(out / "checkpoints"):  # killed before the first save
+                saved = list_checkpoints(out / "checkpoints")
+                progress.append(load_checkpoint(saved[-1]).step if saved else 0)
+                resume = bool(saved)
+                if not resume:
                     shutil.rmtree(out, ignore_errors=True)
-                    process = subprocess.Popen(command(out, args.steps, False))
-                    continue
-                survived += 1
-                process = subprocess.Popen(command(out, args.steps, True))
                 continue
             if process.wait() != 0:
                 raise SystemExit(f"training failed with exit code {process.returncode}")
@@ -91,11 +103,14 @@ def main() -> None:
         a, b = final_weights(work / "reference", args.steps), final_weights(out, args.steps)
         equal = a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
         print(
-            f"kill-and-resume cycles: {kills} (survived {survived}, the rest killed before the "
-            f"first checkpoint and restarted)"
+            f"kill-and-resume cycles: {kills} SIGKILLs at random moments of training, "
+            f"{sum(1 for s in progress if s)} resumed from a checkpoint"
         )
+        print(f"steps of the newest checkpoint after each kill: {progress}")
         print(f"checkpoints lost: {lost}")
-        print(f"final weights equal to the uninterrupted run: {'yes' if equal else 'NO'}")
+        print(
+            f"final weights (model and EMA) equal to the uninterrupted run: {'yes' if equal else 'NO'}"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

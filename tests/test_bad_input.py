@@ -7,15 +7,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from tiny import TINY_MODEL, sets
 
 from ddpm.cli import main
 
 TINY = [
-    "model.base_channels=8",
-    "model.channel_mult=[1,2]",
-    "model.num_res_blocks=1",
-    "model.attention_resolutions=[4]",
-    "model.num_groups=4",
+    *TINY_MODEL,
     "train.num_steps=4",
     "train.batch_size=8",
     "train.log_every=2",
@@ -24,7 +21,7 @@ TINY = [
     "train.num_sample_images=2",
     "sample.steps=2",
 ]
-SETS = [arg for pair in TINY for arg in ("--set", pair)]
+SETS = sets(TINY)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import TINY_MODEL, sets
 
 from ddpm.checkpoint import list_checkpoints, load_checkpoint
 from ddpm.cli import main
@@ -16,11 +17,7 @@ from ddpm.train import make_trainer
 from ddpm.train.validation import validation_loss
 
 TINY = [
-    "model.base_channels=8",
-    "model.channel_mult=[1,2]",
-    "model.num_res_blocks=1",
-    "model.attention_resolutions=[4]",
-    "model.num_groups=4",
+    *TINY_MODEL,
     "train.batch_size=8",
     "train.log_every=5",
     "train.checkpoint_every=5",
@@ -28,7 +25,7 @@ TINY = [
     "train.num_sample_images=2",
     "sample.steps=2",
 ]
-SETS = [arg for pair in TINY for arg in ("--set", pair)]
+SETS = sets(TINY)
 
 
 @pytest.fixture

@@ -14,15 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny import TINY_MODEL, sets
 
 from ddpm.cli import main
 
 TINY = [
-    "model.base_channels=8",
-    "model.channel_mult=[1,2]",
-    "model.num_res_blocks=1",
-    "model.attention_resolutions=[4]",
-    "model.num_groups=4",
+    *TINY_MODEL,
     "model.dropout=0.0",
     "train.log_every=1",
     "train.warmup_steps=2",
@@ -34,10 +31,6 @@ TINY = [
     "train.val_images=32",
     "data.random_flip=true",
 ]
-
-
-def sets(pairs: list[str]) -> list[str]:
-    return [arg for pair in pairs for arg in ("--set", pair)]
 
 
 def torchrun(*args: str) -> None:

@@ -12,17 +12,14 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
+from tiny import TINY_MODEL, sets
 
 from ddpm.cli import main
 from ddpm.config import from_dict, load_preset
 from ddpm.train import make_trainer
 
 TINY = [
-    "model.base_channels=8",
-    "model.channel_mult=[1,2]",
-    "model.num_res_blocks=1",
-    "model.attention_resolutions=[4]",
-    "model.num_groups=4",
+    *TINY_MODEL,
     "model.dropout=0.0",
     "train.num_steps=20",
     "train.batch_size=16",
@@ -34,10 +31,6 @@ TINY = [
     "sample.steps=5",
     "train.lr_schedule=constant",
 ]
-
-
-def sets(pairs: list[str]) -> list[str]:
-    return [arg for pair in pairs for arg in ("--set", pair)]
 
 
 def train_tiny(out: Path, *extra: str) -> int:

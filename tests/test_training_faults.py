@@ -9,16 +9,16 @@ import time
 from pathlib import Path
 
 import pytest
+from tiny import TINY_MODEL, sets
 
 from ddpm.cli import main
 from ddpm.config import from_dict, parse_overrides
 
 TINY = [
-    "model.base_channels=8", "model.channel_mult=[1,2]", "model.num_res_blocks=1",
-    "model.attention_resolutions=[4]", "model.num_groups=4", "train.batch_size=8",
+    *TINY_MODEL, "train.batch_size=8",
     "train.log_every=5", "train.sample_every=100000", "train.num_sample_images=2", "sample.steps=2",
 ]  # fmt: skip
-SETS = [arg for pair in TINY for arg in ("--set", pair)]
+SETS = sets(TINY)
 
 
 def test_divergence_skips_bad_steps_then_stops_with_one_line(tmp_path, capsys):
