@@ -14,10 +14,25 @@ from .config import (
 from .denoiser import make_denoiser
 from .devices import resolve_device
 from .errors import DDPMError
-from .generate import generate, load_run, to_uint8
+from .generate import generate, initial_noise, load_run, slerp, to_uint8
 from .models import UNet, build_unet
-from .samplers import SAMPLERS, StepInfo, sample_ancestral, sample_ddim
-from .schedules import Schedule, make_schedule, timestep_subsequence
+from .samplers import (
+    SAMPLERS,
+    StepInfo,
+    num_function_evals,
+    sample_ancestral,
+    sample_ddim,
+    sample_dpmpp_2m,
+    sample_dpmpp_2m_sde,
+    sample_heun,
+)
+from .schedules import (
+    Schedule,
+    karras_timesteps,
+    make_schedule,
+    sampling_timesteps,
+    timestep_subsequence,
+)
 from .train import train
 from .viz import save_grid
 
@@ -39,14 +54,22 @@ __all__ = [
     "build_unet",
     "from_dict",
     "generate",
+    "initial_noise",
+    "karras_timesteps",
     "load_preset",
     "load_run",
     "make_denoiser",
     "make_schedule",
+    "num_function_evals",
     "resolve_device",
     "sample_ancestral",
     "sample_ddim",
+    "sample_dpmpp_2m",
+    "sample_dpmpp_2m_sde",
+    "sample_heun",
+    "sampling_timesteps",
     "save_grid",
+    "slerp",
     "timestep_subsequence",
     "to_uint8",
     "train",

@@ -1,4 +1,5 @@
-"""The `ddpm` command line: train, sample, bench. User errors print one line and exit 2."""
+"""The `ddpm` command line: train, sample, interpolate, sweep, bench. User errors print one line
+and exit 2."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from .cli_sampling import add_commands as add_sampling_commands
+from .cli_sampling import add_guidance_options
 from .config import (
     RESUMABLE_KEYS,
     RunConfig,
@@ -25,6 +28,7 @@ from .config import (
 from .data import DATASETS
 from .errors import DDPMError
 from .samplers import SAMPLERS
+from .schedules import SPACINGS
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +117,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    from .cli_sampling import class_labels, sampler_summary
     from .devices import resolve_device
-    from .generate import generate, load_run, to_uint8
+    from .generate import generate, load_run, resolve_spacing, to_uint8
     from .viz import TrajectoryRecorder, save_grid, save_progressive
 
     run = load_run(args.run, use_ema=not args.no_ema, device=resolve_device(args.device))
@@ -130,10 +135,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
         sampler=args.sampler,
         steps=args.steps,
         eta=args.eta,
+        spacing=args.spacing,
         batch_size=args.batch_size,
+        labels=class_labels(args.class_label, args.n),
+        guidance=args.guidance,
         callback=recorder,
         progress=not args.quiet,
     )
+    spacing = resolve_spacing(args.sampler, run.config, args.spacing)
+    print(sampler_summary(args.sampler, args.steps, spacing, guided=args.guidance != 1.0))
     print(f"grid: {save_grid(images, args.out)}")
     if recorder is not None:
         out = Path(
@@ -202,8 +212,15 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--run", required=True, help="run folder or checkpoint file")
     sample.add_argument("--n", type=int, default=64, help="number of images")
     sample.add_argument("--sampler", choices=sorted(SAMPLERS), default="ddim")
-    sample.add_argument("--steps", type=int, default=50, help="number of network evaluations")
+    sample.add_argument("--steps", type=int, default=50, help="number of timesteps to visit")
     sample.add_argument("--eta", type=float, default=None, help="DDIM eta (default: config)")
+    sample.add_argument(
+        "--spacing",
+        choices=SPACINGS,
+        default=None,
+        help="timestep spacing (default: the sampler's own, heun: karras; others: sample.spacing)",
+    )
+    add_guidance_options(sample)
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--out", default="samples.png", metavar="GRID.png")
     sample.add_argument("--npz", metavar="FILE.npz", help="also write arr_0: uint8 [N, H, W, C]")
@@ -219,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--device", **device)
     sample.add_argument("--quiet", action="store_true")
     sample.set_defaults(func=cmd_sample)
+    add_sampling_commands(sub, device=device)
 
     presets = sub.add_parser("presets", help="list the reference configurations")
     presets.set_defaults(func=cmd_presets)

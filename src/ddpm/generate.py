@@ -13,11 +13,11 @@ from .builders import build_model, build_schedule
 from .checkpoint import Checkpoint, load_checkpoint, load_latest
 from .config import RunConfig, from_dict
 from .data import seeded_generator
-from .denoiser import make_denoiser
+from .denoiser import Denoiser, make_denoiser
 from .errors import DDPMError
 from .models import UNet
-from .samplers import SAMPLERS, StepInfo
-from .schedules import Schedule, timestep_subsequence
+from .samplers import DEFAULT_SPACING, SAMPLERS, StepInfo, num_function_evals
+from .schedules import SPACINGS, Schedule, Spacing, sampling_timesteps
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,6 +70,63 @@ def initial_noise(
     return torch.stack(rows).to(device)
 
 
+def sampler_options(sampler: str, config: RunConfig, eta: float | None) -> dict[str, object]:
+    """The keyword options `sampler` takes from the config: DDIM's eta, DDPM's posterior variance."""
+    if sampler == "ddim":
+        eta = config.sample.eta if eta is None else eta
+        if not 0.0 <= eta <= 1.0:
+            raise DDPMError(f"--eta must be in [0, 1], got {eta}")
+        return {"eta": eta}
+    if eta is not None:
+        raise DDPMError(f"--eta applies to the ddim sampler only, not {sampler}")
+    return {"variance": config.diffusion.variance} if sampler == "ddpm" else {}
+
+
+def check_class_labels(net: UNet, labels: torch.Tensor | None, guidance: float) -> None:
+    """Raise DDPMError unless the labels suit the network: class-conditional, each in range."""
+    num_classes = net.config.num_classes
+    if labels is None:
+        if guidance != 1.0:
+            raise DDPMError("--guidance needs --class (classifier-free guidance towards a class)")
+        return
+    if num_classes == 0:
+        raise DDPMError("--class needs a class-conditional model; this run has model.num_classes=0")
+    if labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) < num_classes:
+        raise DDPMError(f"--class must be in 0..{num_classes - 1} for this model")
+    if guidance < 0:
+        raise DDPMError(f"--guidance must be >= 0, got {guidance}")
+
+
+def resolve_spacing(sampler: str, config: RunConfig, spacing: str | None = None) -> Spacing:
+    """The asked-for spacing, else the sampler's own grid (heun: "karras"), else the config's."""
+    spacing = spacing or DEFAULT_SPACING.get(sampler, config.sample.spacing)
+    if spacing not in SPACINGS:
+        raise DDPMError(f"unknown timestep spacing {spacing!r}; known: {', '.join(SPACINGS)}")
+    return spacing
+
+
+def _counted_denoiser(
+    net: UNet,
+    schedule: Schedule,
+    config: RunConfig,
+    labels: torch.Tensor | None,
+    guidance: float,
+    bar: tqdm,
+) -> Denoiser:
+    """The run's denoiser for one batch, advancing the progress bar by one per evaluation."""
+    d = config.diffusion
+    denoiser = make_denoiser(
+        net, schedule, prediction=d.prediction, clip=d.clip_denoised, labels=labels,
+        null_label=net.null_label, guidance=guidance,
+    )  # fmt: skip
+
+    def counted(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        bar.update(1)
+        return denoiser(x_t, t)
+
+    return counted
+
+
 @torch.inference_mode()
 def generate(
     net: UNet,
@@ -81,50 +138,74 @@ def generate(
     sampler: str | None = None,
     steps: int | None = None,
     eta: float | None = None,
+    spacing: Spacing | None = None,
     batch_size: int | None = None,
     labels: torch.Tensor | None = None,
     guidance: float = 1.0,
+    noise: torch.Tensor | None = None,
     callback: Callable[[StepInfo], None] | None = None,
     progress: bool = True,
 ) -> torch.Tensor:
     """Sample n images -> float32 [n, C, H, W] in [-1, 1] on the CPU.
 
     Image i depends only on (seed, i), not on the batch size: its starting noise and any noise a
-    stochastic sampler adds come from generators keyed by (seed, i). Defaults come from config.sample.
+    stochastic sampler adds come from generators keyed by (seed, i). `noise` [n, C, H, W] replaces
+    the seeded starting noise (interpolation). labels: LongTensor [n] for a class-conditional
+    model, with classifier-free `guidance` (see `make_denoiser`). Defaults come from
+    config.sample; the spacing defaults to the sampler's own grid (heun: Karras et al.'s rho = 7).
     """
-    s, d = config.sample, config.diffusion
+    s = config.sample
     sampler, steps = sampler or s.sampler, steps or s.steps
     if sampler not in SAMPLERS:
         raise DDPMError(f"unknown sampler {sampler!r}; known: {', '.join(SAMPLERS)}")
     if n < 1:
         raise DDPMError(f"--n must be >= 1, got {n}")
-    timesteps = timestep_subsequence(schedule.num_timesteps, steps, s.spacing)
-    options = (
-        {"eta": s.eta if eta is None else eta} if sampler == "ddim" else {"variance": d.variance}
-    )
+    if noise is not None and noise.shape[0] != n:
+        raise ValueError(f"noise has {noise.shape[0]} rows for n={n}")
+    check_class_labels(net, labels, guidance)
+    timesteps = sampling_timesteps(schedule, steps, resolve_spacing(sampler, config, spacing))
+    options = sampler_options(sampler, config, eta)
     device = next(net.parameters()).device
     shape = (config.data.channels, config.data.image_size, config.data.image_size)
     batch_size = batch_size or s.batch_size
+    num_batches = -(-n // batch_size)
+    bar = tqdm(
+        total=num_batches * num_function_evals(sampler, steps),
+        desc=f"{sampler}-{steps}",
+        unit="NFE",
+        disable=not progress,
+    )
     out = []
-    for start in tqdm(range(0, n, batch_size), desc=f"{sampler}-{steps}", disable=not progress):
+    for start in range(0, n, batch_size):
         count = min(batch_size, n - start)
         batch_labels = labels[start : start + count].to(device) if labels is not None else None
-        denoiser = make_denoiser(
-            net,
-            schedule,
-            prediction=d.prediction,
-            clip=d.clip_denoised,
-            labels=batch_labels,
-            null_label=net.null_label,
-            guidance=guidance,
-        )
-        x_T = initial_noise(count, shape, seed=seed, start=start, device=device)
+        denoiser = _counted_denoiser(net, schedule, config, batch_labels, guidance, bar)
+        if noise is None:
+            x_T = initial_noise(count, shape, seed=seed, start=start, device=device)
+        else:
+            x_T = noise[start : start + count].to(device)
         generators = [seeded_generator(seed, start + i, 1, device=device) for i in range(count)]
         x0 = SAMPLERS[sampler](
             denoiser, x_T, schedule, timesteps, generator=generators, callback=callback, **options
         )
         out.append(x0.clamp(-1, 1).cpu())
+    bar.close()
     return torch.cat(out)
+
+
+def slerp(z0: torch.Tensor, z1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation between two noises [C, H, W] at weights [F] in [0, 1] -> [F, C, H, W]:
+    sin((1 - w) theta) / sin(theta) z0 + sin(w theta) / sin(theta) z1, theta the angle between them
+    (Shoemake 1985; as in Song et al. 2020, DDIM, Sec. 5.3). Keeps the norm typical of Gaussian noise,
+    which linear interpolation would shrink."""
+    a, b = z0.double().flatten(), z1.double().flatten()
+    theta = torch.arccos((a @ b / (a.norm() * b.norm())).clamp(-1, 1))
+    w = weights.double().reshape(-1, 1)
+    if float(theta) < 1e-6:  # (nearly) parallel: linear interpolation is the limit
+        rows = (1 - w) * a + w * b
+    else:
+        rows = (torch.sin((1 - w) * theta) * a + torch.sin(w * theta) * b) / torch.sin(theta)
+    return rows.reshape(-1, *z0.shape).to(z0.dtype)
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:

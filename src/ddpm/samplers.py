@@ -1,13 +1,23 @@
 """Samplers: small stateless functions over a denoiser `(x_t, t) -> x0_hat`.
 
-Each takes the starting noise x_T, the schedule and the descending timesteps to visit, and returns
-x0. Randomness comes only from `generator` (one torch.Generator, or one per image so that image i
-depends only on its own generator, whatever the batch size). A `callback` receives a `StepInfo`
-per step, for progressive-denoising pictures. Add a sampler: one function and one `SAMPLERS` entry.
+Each takes the starting noise x_T [B, C, H, W], the schedule and the K descending timesteps to
+visit, evaluates the denoiser at each of them, takes a last step to x0 after the final one, and
+returns x0. Randomness comes only from `generator` (one torch.Generator, or one per image so that
+image i depends only on its own generator, whatever the batch size). A `callback` receives a
+`StepInfo` per step, for progressive-denoising pictures. Add a sampler: one function and one
+`SAMPLERS` entry (plus `num_function_evals` if it does not evaluate once per step).
+
+Samplers by order and noise:
+    ddpm          ancestral, stochastic, first order; K NFE
+    ddim          eta = 0 deterministic (the probability-flow ODE's Euler step), eta > 0 stochastic
+    dpmpp-2m      DPM-Solver++(2M), deterministic, second-order multistep; K NFE
+    dpmpp-2m-sde  its SDE variant, stochastic, second order; K NFE
+    heun          Karras et al.'s second-order Heun on the probability-flow ODE; 2K - 1 NFE
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -113,7 +123,154 @@ def sample_ddim(
     return x
 
 
+def _log_snr(ab: float) -> float:
+    """lambda = log(alpha / sigma) with alpha = sqrt(ab), sigma = sqrt(1 - ab) (Lu et al. 2022)."""
+    return 0.5 * math.log(ab / (1 - ab))
+
+
+def _dpmpp_2m(
+    denoiser: Denoiser,
+    x_T: torch.Tensor,
+    schedule: Schedule,
+    timesteps: Sequence[int],
+    *,
+    stochastic: bool,
+    generator: Generators,
+    callback: Callback | None,
+) -> torch.Tensor:
+    """DPM-Solver++(2M) and its SDE variant in one loop; see the two public functions."""
+    x = x_T.float()
+    t_batch = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
+    previous: tuple[torch.Tensor, float] | None = None  # (x0_hat, h) of the step before
+    for i, (t, ab_t, ab_s) in enumerate(_alpha_bars(schedule, timesteps)):
+        x0_hat = denoiser(x, t_batch.fill_(t))
+        if callback is not None:
+            callback(StepInfo(i, len(timesteps), t, x, x0_hat))
+        if ab_s == 1.0:  # to sigma = 0: lambda = inf, the first-order step lands on x0_hat
+            return x0_hat
+        h = _log_snr(ab_s) - _log_snr(ab_t)
+        d = x0_hat
+        # second order, extrapolating with the previous x0_hat (r = h_prev / h), except on the
+        # first step and on the step into the last timestep (lower-order final)
+        if previous is not None and i < len(timesteps) - 2:
+            d = x0_hat + (x0_hat - previous[0]) * (h / (2 * previous[1]))
+        sigma_ratio, alpha_s = ((1 - ab_s) / (1 - ab_t)) ** 0.5, ab_s**0.5
+        if stochastic:
+            weight = -math.expm1(-2 * h)  # 1 - exp(-2h)
+            x = sigma_ratio * math.exp(-h) * x + alpha_s * weight * d
+            x = x + (1 - ab_s) ** 0.5 * weight**0.5 * randn_like(x, generator)
+        else:
+            x = sigma_ratio * x - alpha_s * math.expm1(-h) * d
+        previous = (x0_hat, h)
+    return x
+
+
+def sample_dpmpp_2m(
+    denoiser: Denoiser,
+    x_T: torch.Tensor,
+    schedule: Schedule,
+    timesteps: Sequence[int],
+    *,
+    generator: Generators = None,
+    callback: Callback | None = None,
+) -> torch.Tensor:
+    """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2), deterministic, in the data-prediction form.
+
+    With alpha = sqrt(ab), sigma = sqrt(1 - ab), lambda = log(alpha / sigma), h = lambda_s - lambda_t
+    and r = h_prev / h, a step from t to the next timestep s is
+        D   = (1 + 1/(2r)) x0_hat_t - 1/(2r) x0_hat_prev
+        x_s = (sigma_s / sigma_t) x_t - alpha_s (exp(-h) - 1) D
+    The first step has no previous x0_hat and is first order (D = x0_hat_t, the DDIM step). So
+    are the last two ("lower-order final", as in Lu et al.'s code): the step into the last
+    timestep, whose log-SNR interval is often the longest by far (uniform spacing ends at t = 0,
+    sigma = 0.01), where extrapolating with r << 1 overshoots; and the step from it to sigma = 0
+    (lambda = inf), which returns x0_hat. K timesteps, K NFE. `generator` is accepted and unused.
+    """
+    return _dpmpp_2m(
+        denoiser, x_T, schedule, timesteps, stochastic=False, generator=None, callback=callback
+    )
+
+
+def sample_dpmpp_2m_sde(
+    denoiser: Denoiser,
+    x_T: torch.Tensor,
+    schedule: Schedule,
+    timesteps: Sequence[int],
+    *,
+    generator: Generators = None,
+    callback: Callback | None = None,
+) -> torch.Tensor:
+    """SDE-DPM-Solver++(2M) (Lu et al. 2022, Appendix; the "midpoint" form of k-diffusion and
+    diffusers), stochastic. With the symbols of `sample_dpmpp_2m` and z ~ N(0, I):
+        x_s = (sigma_s / sigma_t) e^{-h} x_t + alpha_s (1 - e^{-2h}) (x0_hat_t + (x0_hat_t -
+              x0_hat_prev) / (2r)) + sigma_s sqrt(1 - e^{-2h}) z
+    Its first-order step (the first and the last two, as in `sample_dpmpp_2m`) is exactly the DDPM
+    ancestral step with beta~. K timesteps, K NFE.
+    """
+    return _dpmpp_2m(
+        denoiser, x_T, schedule, timesteps, stochastic=True, generator=generator, callback=callback
+    )
+
+
+def sample_heun(
+    denoiser: Denoiser,
+    x_T: torch.Tensor,
+    schedule: Schedule,
+    timesteps: Sequence[int],
+    *,
+    generator: Generators = None,
+    callback: Callback | None = None,
+) -> torch.Tensor:
+    """Karras et al. 2022, Algorithm 1 (deterministic, S_churn = 0): Heun's method on the
+    probability-flow ODE dx/dsigma = (x - D(x; sigma)) / sigma.
+
+    The VP model is written in their parametrisation: sigma_t = sqrt((1 - ab_t) / ab_t) and
+    x = x_t / sqrt(ab_t); D(x; sigma_t) = denoiser(sqrt(ab_t) x, t). The sigma grid is the
+    schedule's sigmas at `timesteps` (so the network only ever sees the discrete timesteps it was
+    trained on) followed by sigma = 0; Karras et al.'s rho = 7 grid is `karras_timesteps`, which
+    `generate` uses for heun by default. Each step is an Euler step (equal to DDIM's) corrected with
+    a second evaluation at the next sigma, except the last, an Euler step to sigma = 0: K timesteps,
+    2K - 1 NFE. `generator` is accepted and unused. The trapezoid step needs moderate ratios
+    sigma_i / sigma_{i+1}: a grid whose first step crosses orders of magnitude (uniform spacing on
+    the cosine schedule, sigma_{T-1} ~ 2e4) is inaccurate; the Karras grid avoids that.
+    """
+    ab = schedule.alpha_bar.tolist()
+    sigmas = [((1 - ab[t]) / ab[t]) ** 0.5 for t in timesteps] + [0.0]
+    t_batch = torch.empty(x_T.shape[0], dtype=torch.long, device=x_T.device)
+
+    def denoise(x: torch.Tensor, i: int) -> torch.Tensor:
+        return denoiser(x * ab[timesteps[i]] ** 0.5, t_batch.fill_(timesteps[i]))
+
+    x = x_T.float() / ab[timesteps[0]] ** 0.5
+    for i, t in enumerate(timesteps):
+        x0_hat = denoise(x, i)
+        if callback is not None:
+            callback(StepInfo(i, len(timesteps), t, x * ab[t] ** 0.5, x0_hat))
+        slope = (x - x0_hat) / sigmas[i]
+        # Euler x + (sigma' - sigma) slope, written so that sigma' = 0 gives x0_hat exactly
+        # (x itself can be ~1e4 on the first step, and float32 would cancel badly)
+        x_next = x0_hat + (sigmas[i + 1] / sigmas[i]) * (x - x0_hat)
+        if sigmas[i + 1] > 0:
+            slope_next = (x_next - denoise(x_next, i + 1)) / sigmas[i + 1]
+            x_next = x_next + (sigmas[i + 1] - sigmas[i]) * 0.5 * (slope_next - slope)
+        x = x_next
+    return x
+
+
 SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
     "ddpm": sample_ancestral,
     "ddim": sample_ddim,
+    "dpmpp-2m": sample_dpmpp_2m,
+    "dpmpp-2m-sde": sample_dpmpp_2m_sde,
+    "heun": sample_heun,
 }
+# Samplers whose output is a deterministic function of x_T (ddim with eta = 0).
+DETERMINISTIC_SAMPLERS = ("ddim", "dpmpp-2m", "heun")
+# Timestep spacing a sampler uses unless one is asked for (others: config.sample.spacing).
+DEFAULT_SPACING = {"heun": "karras"}
+
+
+def num_function_evals(sampler: str, steps: int) -> int:
+    """Denoiser evaluations (NFE) of `sampler` over `steps` timesteps. A guided evaluation runs
+    the conditional and the null class in one batched network call and counts once."""
+    return 2 * steps - 1 if sampler == "heun" else steps

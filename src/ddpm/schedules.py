@@ -15,7 +15,8 @@ import torch
 from .errors import DDPMError
 
 ScheduleKind = Literal["linear", "cosine", "quadratic", "sigmoid"]
-Spacing = Literal["uniform", "quadratic", "trailing"]
+Spacing = Literal["uniform", "quadratic", "trailing", "karras"]
+SPACINGS = ("uniform", "quadratic", "trailing", "karras")
 MAX_BETA = 0.999  # Nichol & Dhariwal 2021, Sec. 3.2: avoids singularities near t = T
 
 
@@ -120,10 +121,53 @@ def timestep_subsequence(
     elif spacing == "trailing":
         steps = (torch.arange(T, 0, -T / K, dtype=torch.float64)[:K]).round() - 1
     else:
-        raise DDPMError(
-            f"unknown timestep spacing {spacing!r}; known: uniform, quadratic, trailing"
-        )
+        raise DDPMError(f"unknown timestep spacing {spacing!r}; known: {', '.join(SPACINGS)}")
     unique = sorted({int(s) for s in steps.tolist()}, reverse=True)
     if len(unique) != K:  # quadratic spacing can collide for K close to T
         raise DDPMError(f"{spacing} spacing cannot place {K} distinct steps in T={T}")
     return unique
+
+
+def karras_timesteps(
+    schedule: Schedule, num_steps: int, *, rho: float = 7.0, sigma_max: float = 80.0
+) -> list[int]:
+    """Karras et al. 2022's time discretisation (Eq. 5) snapped to the schedule's timesteps.
+
+    With sigma_t = sqrt((1 - ab_t) / ab_t), the targets are sigma_i = (s_max^(1/rho) + i / (n - 1)
+    (s_min^(1/rho) - s_max^(1/rho)))^rho, i = 0..n-1, from s_max = min(sigma_max, sigma_{T-1}) down
+    to s_min = sigma_0. Karras et al. use sigma_max = 80 for every model, including discrete
+    1000-step ones (their Table 1); the samplers' x_T lives at t = T - 1, so when the schedule's
+    sigma_{T-1} is larger (linear: 157; cosine, whose last beta is clipped at 0.999: ~2e4) the
+    grid is T - 1 followed by n = K - 1 points from sigma_max; otherwise n = K. Without the cap, a
+    cosine grid would spend most steps above sigma = 100, and Heun's trapezoid step across such
+    sigma ratios is poor. Each target goes to the timestep nearest in log-sigma, so the network
+    only sees trained timesteps; targets landing on one timestep are moved to its neighbours,
+    keeping K distinct descending steps from T - 1 (to 0 when K >= 2).
+    """
+    T, K = schedule.num_timesteps, num_steps
+    if not 1 <= K <= T:
+        raise DDPMError(f"--steps must be between 1 and {T}, got {K}")
+    log_sigma = 0.5 * torch.log((1 - schedule.alpha_bar) / schedule.alpha_bar)
+    top = min(float(log_sigma[-1]), math.log(sigma_max))
+    capped = top < float(log_sigma[-1])
+    n = K - 1 if capped else K
+    ramp = (
+        torch.linspace(0, 1, n, dtype=torch.float64)
+        if n > 1
+        else torch.ones(n, dtype=torch.float64)
+    )
+    hi, lo = math.exp(top / rho), math.exp(float(log_sigma[0]) / rho)
+    targets = rho * torch.log(hi + ramp * (lo - hi))  # log sigma_i
+    nearest = (targets[:, None] - log_sigma[None, :]).abs().argmin(dim=1).tolist()
+    steps = [T - 1]
+    for t in nearest[1 - int(capped) :]:  # strictly descending from T - 1 ...
+        steps.append(min(t, steps[-1] - 1))
+    return [max(t, K - 1 - i) for i, t in enumerate(steps)]  # ... and ending at 0
+
+
+def sampling_timesteps(schedule: Schedule, num_steps: int, spacing: Spacing) -> list[int]:
+    """The K descending timesteps to visit with `spacing`: one of `timestep_subsequence`'s, or
+    "karras" (Karras et al. 2022's rho = 7 grid, `karras_timesteps`)."""
+    if spacing == "karras":
+        return karras_timesteps(schedule, num_steps)
+    return timestep_subsequence(schedule.num_timesteps, num_steps, spacing)

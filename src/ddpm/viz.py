@@ -1,10 +1,12 @@
-"""Pictures: sample grids, progressive-denoising strips and loss curves."""
+"""Pictures: sample grids, progressive-denoising and interpolation strips, loss and sweep plots."""
 
 from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +14,9 @@ from PIL import Image
 from torchvision.utils import make_grid
 
 from .samplers import StepInfo
+
+if TYPE_CHECKING:
+    from .sweep import SweepRow
 
 MIN_DISPLAY_PIXELS = 64  # small images (8x8 digits) are enlarged with nearest-neighbour to this
 
@@ -95,3 +100,45 @@ def plot_loss(log_csv: str | Path, path: str | Path) -> Path | None:
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def plot_sweep(rows: Sequence[SweepRow], path: str | Path) -> Path:
+    """Two panels against NFE (log x): the quality score per sampler, and images/s. A sampler
+    measured at one NFE only (a DDPM-1000 reference) is also drawn as a dashed level."""
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_sampler: dict[str, list[SweepRow]] = {}
+    for row in sorted(rows, key=lambda r: r.nfe):
+        by_sampler.setdefault(row.sampler, []).append(row)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
+    for name, points in by_sampler.items():
+        nfe = [p.nfe for p in points]
+        (line,) = left.plot(nfe, [p.score for p in points], "o-", label=name)
+        if len(points) == 1:
+            left.axhline(points[0].score, ls="--", lw=0.8, color=line.get_color())
+        right.plot(nfe, [p.images_per_s for p in points], "o-", label=name)
+    metric, n = rows[0].metric, rows[0].n
+    left.set(xscale="log", yscale="log", xlabel="NFE (network evaluations)",
+             ylabel=f"{metric} (lower is better)",
+             title=f"{metric} vs test split, n={n}")  # fmt: skip
+    right.set(xscale="log", yscale="log", xlabel="NFE (network evaluations)", ylabel="images/s",
+              title="sampling speed")  # fmt: skip
+    lo, hi = min(r.nfe for r in rows), max(r.nfe for r in rows)
+    ticks = [v for v in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000) if lo / 2 < v < hi * 2]
+    for ax in (left, right):
+        ax.set_xticks(ticks, [str(t) for t in ticks], minor=False)
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        for axis_formatter in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+            axis_formatter(matplotlib.ticker.LogFormatter(labelOnlyBase=False))
+        ax.grid(True, which="both", lw=0.3)
+        ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

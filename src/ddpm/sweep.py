@@ -1,0 +1,106 @@
+"""Quality and speed against the number of network evaluations (NFE), for several samplers.
+
+For each (sampler, steps) pair, generate n images with the same seed, time it, and score them
+against the test split with the project's quality metric (pixel-FD until the evaluation metrics
+land: `ddpm.metrics.pixel_fd`). Rows go to a CSV and a two-panel plot (`viz.plot_sweep`).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .data import load_dataset
+from .errors import DDPMError
+from .generate import LoadedRun, generate, to_uint8
+from .metrics.pixel_fd import METRIC_NAME, frechet_distance, gaussian_fit, pixel_features
+from .samplers import SAMPLERS, num_function_evals
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    sampler: str
+    steps: int
+    nfe: int
+    n: int
+    metric: str
+    score: float
+    images_per_s: float
+    seconds: float
+
+
+def parse_plan(samplers: str, steps: Sequence[int]) -> list[tuple[str, int]]:
+    """'ddpm:1000,ddim,heun' and steps [10, 20] -> [(ddpm, 1000), (ddim, 10), (ddim, 20),
+    (heun, 10), (heun, 20)]: NAME:K pins a sampler to K steps (a DDPM-1000 reference)."""
+    plan = []
+    for item in filter(None, (part.strip() for part in samplers.split(","))):
+        name, _, pinned = item.partition(":")
+        if name not in SAMPLERS:
+            raise DDPMError(f"unknown sampler {name!r}; known: {', '.join(SAMPLERS)}")
+        if pinned:
+            if not pinned.isdigit() or int(pinned) < 1:
+                raise DDPMError(f"--samplers: expected NAME or NAME:STEPS, got {item!r}")
+            plan.append((name, int(pinned)))
+        else:
+            plan.extend((name, k) for k in steps)
+    if not plan:
+        raise DDPMError("--samplers needs at least one sampler")
+    return plan
+
+
+def reference_fit(run: LoadedRun) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian fit of the test split's pixels (the reference of the quality score)."""
+    data = load_dataset(run.config.data, "test")
+    return gaussian_fit(pixel_features(data.images))
+
+
+def run_sweep(
+    run: LoadedRun,
+    plan: Sequence[tuple[str, int]],
+    *,
+    n: int,
+    seed: int = 0,
+    batch_size: int | None = None,
+    progress: bool = True,
+    on_row: Callable[[list[SweepRow]], None] | None = None,
+) -> list[SweepRow]:
+    """Generate n images per (sampler, steps) of the plan and score them; `on_row` receives the
+    rows so far after each one (to write partial results)."""
+    if n < 2:
+        raise DDPMError(f"--n must be >= 2 to fit a covariance, got {n}")
+    mu_ref, cov_ref = reference_fit(run)
+    rows: list[SweepRow] = []
+    for sampler, steps in plan:
+        start = time.perf_counter()
+        images = generate(
+            run.net, run.schedule, run.config, n=n, seed=seed, sampler=sampler, steps=steps,
+            batch_size=batch_size, progress=progress,
+        )  # fmt: skip
+        seconds = time.perf_counter() - start
+        score = frechet_distance(*gaussian_fit(pixel_features(to_uint8(images))), mu_ref, cov_ref)
+        rows.append(
+            SweepRow(sampler, steps, num_function_evals(sampler, steps), n, METRIC_NAME, score,
+                     n / seconds, seconds)
+        )  # fmt: skip
+        if on_row is not None:
+            on_row(rows)
+    return rows
+
+
+def write_csv(rows: Sequence[SweepRow], path: str | Path) -> Path:
+    """One line per row, columns as in SweepRow."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([field.name for field in dataclasses.fields(SweepRow)])
+        for r in rows:
+            writer.writerow([r.sampler, r.steps, r.nfe, r.n, r.metric, f"{r.score:.6g}",
+                             f"{r.images_per_s:.4g}", f"{r.seconds:.2f}"])  # fmt: skip
+    return path
