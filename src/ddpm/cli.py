@@ -26,6 +26,7 @@ from .config import (
     to_dict,
 )
 from .data import DATASETS
+from .devices import use_deterministic_algorithms
 from .errors import DDPMError
 from .samplers import SAMPLERS
 from .schedules import SPACINGS
@@ -94,6 +95,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     check_unet_config(
         config.model, image_size=config.data.image_size, in_channels=config.data.channels
     )
+    if args.deterministic:
+        use_deterministic_algorithms()
     if args.dry_run:
         print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
         return 0
@@ -205,6 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     train.add_argument("--device", **device)
     train.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    train.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="deterministic kernels, so a resumed run matches an uninterrupted one bit for bit",
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=cmd_train)
 
