@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from .errors import DDPMError
@@ -20,8 +22,6 @@ def resolve_device(name: str = "auto") -> torch.device:
 def use_deterministic_algorithms() -> None:
     """Ask PyTorch for deterministic kernels everywhere (slower on GPUs). On CUDA, cuBLAS also
     needs a fixed workspace, which it reads from its documented environment variable."""
-    import os
-
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.benchmark = False

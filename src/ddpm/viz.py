@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.utils import make_grid
 
+from .generate import to_uint8
 from .samplers import StepInfo
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ def save_image(grid: torch.Tensor, path: str | Path) -> Path:
     """Save a [C, H, W] image in [-1, 1] as PNG."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    array = ((grid.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    array = to_uint8(grid).permute(1, 2, 0).numpy()
     Image.fromarray(array[..., 0] if array.shape[2] == 1 else array).save(path)
     return path
 

@@ -1,12 +1,11 @@
 from .batches import InMemoryBatches, seeded_generator, step_generator
-from .dataset import DATASETS, ImageData, check_labels, check_matches, load_dataset
+from .dataset import DATASETS, ImageData, check_labels, load_dataset
 
 __all__ = [
     "DATASETS",
     "ImageData",
     "InMemoryBatches",
     "check_labels",
-    "check_matches",
     "load_dataset",
     "seeded_generator",
     "step_generator",

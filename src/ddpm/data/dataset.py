@@ -121,16 +121,6 @@ def fit(data: ImageData, *, image_size: int, channels: int, mode: str = "resize"
     return replace(data, images=x.round().clamp(0, 255).to(torch.uint8))
 
 
-def check_matches(data: ImageData, *, image_size: int, channels: int) -> None:
-    """Raise DDPMError if the images are not channels x image_size x image_size."""
-    _, c, h, w = data.images.shape
-    if (c, h, w) != (channels, image_size, image_size):
-        raise DDPMError(
-            f"dataset {data.name} has images {c}x{h}x{w}, but the config asks for "
-            f"{channels}x{image_size}x{image_size} (data.channels, data.image_size)"
-        )
-
-
 def check_labels(data: ImageData, num_classes: int) -> None:
     """A class-conditional model (num_classes > 0) needs labels that fit its label embedding."""
     if not num_classes:

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from ..builders import build_schedule
 from ..config import RunConfig, TrainConfig
-from ..data import ImageData, InMemoryBatches, check_labels, check_matches, load_dataset
+from ..data import ImageData, InMemoryBatches, check_labels, load_dataset
 from ..errors import DDPMError
 from ..generate import generate
 from ..viz import plot_loss, save_grid
@@ -114,7 +114,6 @@ def train(
     ctx = distributed.setup(device if isinstance(device, str) else device.type)
     try:
         data = load_dataset(config.data, "train")
-        check_matches(data, image_size=config.data.image_size, channels=config.data.channels)
         check_labels(data, config.model.num_classes)
         val_data = load_dataset(config.data, "test") if cfg.val_images else None
         with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):

@@ -110,15 +110,15 @@ def save(
         raise DDPMError(f"non-finite weights at step {step}, not saved; {last_good(run_dir)}")
     path = checkpoint_path(run_dir / "checkpoints", step)
     if write:
-        kwargs = {
-            "step": step,
-            "config": to_dict(config),
-            "model": trainer.model,
-            "ema": trainer.ema,
-            "optimizer": trainer.optimizer,
-        }
-        save_checkpoint(path, **kwargs)
-        if best:
-            save_checkpoint(run_dir / "checkpoints" / BEST, **kwargs)
+        save_checkpoint(
+            path,
+            step=step,
+            config=to_dict(config),
+            model=trainer.model,
+            ema=trainer.ema,
+            optimizer=trainer.optimizer,
+        )
+        if best:  # the same bytes, not a second serialisation of the same tensors
+            atomic_write(run_dir / "checkpoints" / BEST, path.read_bytes())
         prune_checkpoints(run_dir / "checkpoints", config.train.keep_checkpoints)
     return path
