@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from .cli_eval import add_commands as add_eval_commands
 from .cli_sampling import add_commands as add_sampling_commands
 from .cli_sampling import add_guidance_options
 from .config import (
@@ -245,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--quiet", action="store_true")
     sample.set_defaults(func=cmd_sample)
     add_sampling_commands(sub, device=device)
+    add_eval_commands(sub, device=device)
 
     presets = sub.add_parser("presets", help="list the reference configurations")
     presets.set_defaults(func=cmd_presets)

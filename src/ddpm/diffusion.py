@@ -141,3 +141,50 @@ def training_loss(
     x_t = q_sample(x0, eps, ab_t)
     output = net(x_t, t, labels)
     return per_example_loss(output, prediction_target(x0, eps, ab_t, prediction), loss_type)
+
+
+# --- The variational bound (Ho et al. 2020, Eq. 5 and 13), in nats, for bits/dim ---------------
+
+BINS = 256  # uint8 data: x0 in [-1, 1] on the grid of 256 values 2/255 apart
+
+
+def normal_kl(
+    mean1: torch.Tensor, var1: Coefficient, mean2: torch.Tensor, var2: Coefficient
+) -> torch.Tensor:
+    """Elementwise KL(N(mean1, var1) || N(mean2, var2)) in nats (variances, not log-variances):
+    0.5 (log(var2 / var1) + (var1 + (mean1 - mean2)^2) / var2 - 1)."""
+    var1 = torch.as_tensor(var1, dtype=mean1.dtype, device=mean1.device)
+    var2 = torch.as_tensor(var2, dtype=mean1.dtype, device=mean1.device)
+    return 0.5 * (torch.log(var2 / var1) + (var1 + (mean1 - mean2) ** 2) / var2 - 1)
+
+
+def discretized_gaussian_log_likelihood(
+    x0: torch.Tensor, mean: torch.Tensor, std: Coefficient
+) -> torch.Tensor:
+    """Elementwise log p(x0) in nats of the decoder of Ho et al. 2020, Eq. 13: the mass of
+    N(mean, std^2) over x0's bin [x0 - 1/255, x0 + 1/255], the edge bins extended to -inf and
+    +inf. x0 must lie on the uint8 grid in [-1, 1]. Exact normal CDFs in log space (log_ndtr),
+    so bins far in a tail give a finite log-mass instead of log(0)."""
+    std = torch.as_tensor(std, dtype=mean.dtype, device=mean.device)
+    half_bin = 1.0 / (BINS - 1)
+    upper = (x0 + half_bin - mean) / std
+    lower = (x0 - half_bin - mean) / std
+    below_upper = torch.special.log_ndtr(upper)  # log P(z < upper)
+    above_lower = torch.special.log_ndtr(-lower)  # log P(z > lower)
+    # log(P(z < u) - P(z < l)), written from whichever side of the bell the bin lies on
+    from_left = below_upper + _log1mexp(torch.special.log_ndtr(lower) - below_upper)
+    from_right = above_lower + _log1mexp(torch.special.log_ndtr(-upper) - above_lower)
+    middle = torch.where(lower + upper > 0, from_right, from_left)
+    edge = 1 - half_bin  # halfway between the two outermost grid values and the edges
+    return torch.where(x0 < -edge, below_upper, torch.where(x0 > edge, above_lower, middle))
+
+
+def _log1mexp(a: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(a)) for a <= 0."""
+    return torch.log1p(-torch.exp(a.clamp(max=0)))
+
+
+def prior_kl(x0: torch.Tensor, ab_last: float) -> torch.Tensor:
+    """L_T per example [B] in nats: KL(q(x_T | x_0) || N(0, I)), summed over dimensions."""
+    mean = x0 * ab_last**0.5
+    return normal_kl(mean, 1 - ab_last, torch.zeros_like(mean), 1.0).flatten(1).sum(1)

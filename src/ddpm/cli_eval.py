@@ -1,0 +1,295 @@
+"""The `ddpm eval` and `ddpm featnet` sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from .config import DataConfig, load_preset, preset_names
+from .data import DATASETS
+from .errors import DDPMError
+from .samplers import SAMPLERS
+from .schedules import SPACINGS
+
+
+def _data_config(dataset: str, data_dir: str | None, image_size: int | None, channels: int | None):
+    """A dataset's preset data section (its native size), with the user's overrides."""
+    if dataset not in DATASETS:
+        raise DDPMError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(DATASETS))}")
+    base = load_preset(dataset).data if dataset in preset_names() else DataConfig(dataset=dataset)
+    if dataset == "folder" and (image_size is None or data_dir is None):
+        raise DDPMError("--dataset folder needs --data-dir DIR and --image-size N")
+    changes = {"data_dir": data_dir, "image_size": image_size, "channels": channels}
+    return DataConfig(**{**base.__dict__, **{k: v for k, v in changes.items() if v is not None}})
+
+
+def _generated_samples(args: argparse.Namespace, run, out_dir: Path):
+    """Generate args.n samples (or reuse the file an identical earlier eval wrote)."""
+    from .generate import generate, resolve_spacing, to_uint8
+    from .metrics.sample_files import load_samples, save_npz
+
+    spacing = resolve_spacing(args.sampler, run.config, args.spacing)
+    name = f"step{run.step}-{args.sampler}-{args.steps}-{spacing}-n{args.n}-seed{args.seed}.npz"
+    path = out_dir / "samples" / name
+    if path.is_file():
+        print(f"samples: reusing {path}")
+        return load_samples(path)
+    started = time.perf_counter()
+    images = generate(
+        run.net, run.schedule, run.config, n=args.n, seed=args.seed, sampler=args.sampler,
+        steps=args.steps, spacing=spacing, batch_size=args.batch_size, progress=not args.quiet,
+    )  # fmt: skip
+    images = to_uint8(images)
+    save_npz(images, path)
+    print(f"samples: {args.n} generated in {time.perf_counter() - started:.0f} s -> {path}")
+    return images
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .devices import resolve_device
+    from .evaluate import (
+        MODEL_METRICS,
+        EvalRow,
+        format_table,
+        parse_metrics,
+        reference_set,
+        sample_metrics,
+        write_rows,
+    )  # fmt: skip
+    from .generate import load_run
+    from .metrics.sample_files import load_samples
+    from .samplers import num_function_evals
+
+    metrics = parse_metrics(args.metrics)
+    for option in ("n", "bpd_n", "reference_n", "bpd_timesteps", "batch_size"):
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            raise DDPMError(f"--{option.replace('_', '-')} must be >= 1, got {value}")
+    device = resolve_device(args.device)
+    if not args.run and not (args.dataset and args.samples):
+        raise DDPMError("eval needs --run DIR, or --dataset NAME with --samples FILE|DIR")
+    if not args.run and any(m in MODEL_METRICS for m in metrics):
+        raise DDPMError("bpd and val-loss score a model: give --run DIR")
+    run = load_run(args.run, use_ema=not args.no_ema, device=device) if args.run else None
+    if run is not None:
+        data_config = run.config.data
+        run_dir = Path(args.run)
+        out_dir = (
+            Path(args.out)
+            if args.out
+            else (run_dir if run_dir.is_dir() else run_dir.parent.parent) / "eval"
+        )
+    else:
+        data_config = _data_config(args.dataset, args.data_dir, None, None)
+        out_dir = Path(args.out or "eval")
+    reference = reference_set(data_config, args.reference, args.reference_n)
+    ref_label = f"{data_config.dataset}:{args.reference}:{len(reference)}"
+    step = run.step if run else None
+    rows: list[EvalRow] = []
+    sample_list = [m for m in metrics if m not in MODEL_METRICS]
+    if sample_list:
+        if args.samples:
+            samples, source, nfe, seed = load_samples(args.samples), str(args.samples), None, None
+        else:
+            samples = _generated_samples(args, run, out_dir)
+            source, seed = f"{args.sampler}-{args.steps}", args.seed
+            nfe = num_function_evals(args.sampler, args.steps)
+        values, space = sample_metrics(
+            samples, reference, f"{data_config.dataset}-{args.reference}", sample_list,
+            features=args.features, inception_weights=args.inception_weights, device=device,
+            quiet=args.quiet,
+        )  # fmt: skip
+        rows += [
+            EvalRow(
+                v.metric, v.value, v.spread, space, source, nfe, len(samples), ref_label, seed, step
+            )
+            for v in values
+        ]
+    if "bpd" in metrics:
+        rows.append(_bpd_row(args, run, reference, ref_label))
+    if "val-loss" in metrics:
+        from .train.validation import validation_loss
+
+        loss = validation_loss(run.net, reference, run.config, num_images=len(reference))
+        rows.append(
+            EvalRow(
+                "val-loss",
+                loss,
+                None,
+                "-",
+                "test split",
+                None,
+                len(reference),
+                ref_label,
+                None,
+                step,
+            )
+        )
+    print(format_table(rows))
+    print(f"written to {write_rows(rows, out_dir / 'metrics.csv')}")
+    return 0
+
+
+def _bpd_row(args: argparse.Namespace, run, reference, ref_label: str):
+    from .evaluate import EvalRow
+    from .metrics.likelihood import bits_per_dim
+
+    images = reference.images[: args.bpd_n]
+    T = run.schedule.num_timesteps
+    per_image = T if args.bpd_timesteps is None else min(args.bpd_timesteps, T - 1) + 1
+    started = time.perf_counter()
+    d = run.config.diffusion
+    with _progress(len(images) * per_image, "bits/dim", args.quiet) as bar:
+        result = bits_per_dim(
+            run.net, run.schedule, images, prediction=d.prediction, variance=d.variance,
+            clip=d.clip_denoised, num_timesteps=args.bpd_timesteps, batch_size=args.batch_size or 256,
+            progress=bar.update,
+        )  # fmt: skip
+    how = (
+        f"all {T} terms"
+        if result.exhaustive
+        else f"{result.num_timesteps} of {T} terms per image (stratified estimate of the sum)"
+    )
+    print(
+        f"bits/dim: {result.mean:.4f} +- {result.std_error:.4f} (standard error) over "
+        f"{result.num_images} images, {how}; prior {result.prior:.2e}, decoder "
+        f"{result.decoder:.4f}, KL terms {result.kl_terms:.4f} ({time.perf_counter() - started:.0f} s)"
+    )
+    source = "test split" if result.exhaustive else f"test split, {result.num_timesteps}/{T} t"
+    return EvalRow(
+        "bpd",
+        result.mean,
+        result.std_error,
+        "-",
+        source,
+        None,
+        result.num_images,
+        ref_label,
+        None,
+        run.step,
+    )
+
+
+def _progress(total: int, desc: str, quiet: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img-step", disable=quiet, leave=False)
+
+
+def cmd_featnet_train(args: argparse.Namespace) -> int:
+    from .data import load_dataset
+    from .devices import resolve_device
+    from .metrics.featnet import FeatNetInfo, accuracy, featnet_path, save_featnet, train_featnet
+
+    if args.epochs < 1 or args.batch_size < 1:
+        raise DDPMError("--epochs and --batch-size must be >= 1")
+    config = _data_config(args.dataset, args.data_dir, args.image_size, args.channels)
+    name = args.name or (
+        args.dataset if args.dataset != "folder" else f"folder-{Path(args.data_dir).resolve().name}"
+    )
+    train, test = load_dataset(config, "train"), load_dataset(config, "test")
+    started = time.perf_counter()
+    with _progress(args.epochs * -(-len(train) // args.batch_size), "featnet", args.quiet) as bar:
+        net = train_featnet(
+            train, epochs=args.epochs, batch_size=args.batch_size, random_flip=config.random_flip,
+            seed=args.seed, device=resolve_device(args.device),
+            progress=lambda step, loss: (bar.update(step - bar.n), bar.set_postfix(loss=f"{loss:.3f}")),
+        )  # fmt: skip
+    test_accuracy = accuracy(net, test)
+    info = FeatNetInfo(
+        name=name, dataset=args.dataset, image_size=config.image_size, channels=config.channels,
+        num_classes=train.num_classes, widths=(32, 64, 128), test_accuracy=test_accuracy,
+        epochs=args.epochs, train_images=len(train),
+    )  # fmt: skip
+    path = save_featnet(net.cpu(), info, featnet_path(name))
+    print(
+        f"feature network {name!r}: test accuracy {test_accuracy:.2%} on {len(test)} images, "
+        f"trained {args.epochs} epochs on {len(train)} in {time.perf_counter() - started:.0f} s"
+    )
+    print(f"saved: {path}  (use: ddpm eval --features {name})")
+    return 0
+
+
+def cmd_featnet_list(args: argparse.Namespace) -> int:
+    from .metrics.featnet import featnet_path, load_featnet
+
+    folder = featnet_path("x").parent
+    files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    if not files:
+        print(
+            f"no feature networks in {folder}; train one with `ddpm featnet train --dataset NAME`"
+        )
+    for file in files:
+        try:
+            _, info = load_featnet(str(file))
+        except DDPMError as error:
+            print(f"{file.stem:20s} unreadable: {error}")
+            continue
+        print(
+            f"{info.name:20s} {info.dataset:14s} {info.channels}x{info.image_size}x{info.image_size}  "
+            f"test accuracy {info.test_accuracy:.2%}  {info.feature_space}"
+        )
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction, *, device: dict) -> None:
+    evaluate = sub.add_parser("eval", help="FID, IS, KID, precision/recall, bits/dim, val loss")
+    evaluate.add_argument("--run", help="run folder or checkpoint file")
+    evaluate.add_argument("--dataset", help="the reference dataset when scoring --samples alone")
+    evaluate.add_argument("--data-dir", help="where --dataset's files are")
+    evaluate.add_argument("--samples", metavar="FILE.npz|DIR", help="score these, not new samples")
+    evaluate.add_argument(
+        "--metrics", default="fid,is,kid,pr", help="any of fid,is,kid,pr,bpd,val-loss"
+    )
+    evaluate.add_argument("--n", type=int, default=10_000, help="samples to generate")
+    evaluate.add_argument("--sampler", choices=sorted(SAMPLERS), default="dpmpp-2m")
+    evaluate.add_argument("--steps", type=int, default=20)
+    evaluate.add_argument("--spacing", choices=SPACINGS, default=None)
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument(
+        "--features",
+        default="inception",
+        help="inception, or a feature network name or .safetensors file",
+    )
+    evaluate.add_argument(
+        "--inception-weights", metavar="FILE.pth", help="torch-fidelity's Inception-v3 weights"
+    )
+    evaluate.add_argument(
+        "--reference", choices=["test", "train"], default="test", help="reference split"
+    )
+    evaluate.add_argument(
+        "--reference-n", type=int, default=None, help="use only the first N reference images"
+    )
+    evaluate.add_argument("--bpd-n", type=int, default=256, help="test images for bits/dim")
+    evaluate.add_argument(
+        "--bpd-timesteps",
+        type=int,
+        default=None,
+        help="estimate bits/dim from K stratified steps per image (default: all T)",
+    )
+    evaluate.add_argument("--batch-size", type=int, default=None)
+    evaluate.add_argument("--out", help="folder for metrics.csv (default: RUN/eval, or ./eval)")
+    evaluate.add_argument(
+        "--no-ema", action="store_true", help="score the raw weights, not the EMA"
+    )
+    evaluate.add_argument("--device", **device)
+    evaluate.add_argument("--quiet", action="store_true")
+    evaluate.set_defaults(func=cmd_eval)
+
+    featnet = sub.add_parser("featnet", help="offline feature networks for FID without Inception")
+    actions = featnet.add_subparsers(dest="action", required=True, parser_class=type(featnet))
+    train = actions.add_parser("train", help="train one on a labelled dataset")
+    train.add_argument("--dataset", required=True, help=f"{', '.join(sorted(DATASETS))}")
+    train.add_argument("--data-dir")
+    train.add_argument("--image-size", type=int)
+    train.add_argument("--channels", type=int, choices=[1, 3])
+    train.add_argument("--name", help="cache name (default: the dataset's)")
+    train.add_argument("--epochs", type=int, default=4)
+    train.add_argument("--batch-size", type=int, default=128)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", **device)
+    train.add_argument("--quiet", action="store_true")
+    train.set_defaults(func=cmd_featnet_train)
+    listing = actions.add_parser("list", help="the feature networks in the cache")
+    listing.set_defaults(func=cmd_featnet_list)

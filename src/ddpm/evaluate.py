@@ -1,0 +1,160 @@
+"""`ddpm eval`: score a run (or a set of samples from any tool) and record every number with where
+it came from: sampler, steps, number of samples, feature space, reference split and seed.
+
+Rows go to `<run>/eval/metrics.csv` (appended, one row per metric) and are printed as a table.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .config import DataConfig
+from .data import ImageData, load_dataset
+from .errors import DDPMError
+from .metrics.extractors import resolve_feature_space
+from .metrics.fidelity import (
+    SAMPLE_METRICS,
+    MetricValue,
+    cached_reference_features,
+    extract_features,
+    fidelity_metrics,
+    layers_for,
+)
+from .metrics.sample_files import match_channels
+
+MODEL_METRICS = ("bpd", "val-loss")
+METRICS = SAMPLE_METRICS + MODEL_METRICS
+
+
+@dataclass(frozen=True)
+class EvalRow:
+    """One line of metrics.csv."""
+
+    metric: str
+    value: float
+    spread: float | None  # IS/KID: std over splits/subsets; bpd: standard error; else empty
+    feature_space: str  # "inception-v3", "featnet:NAME@HASH", or "-" for bpd / val-loss
+    samples: str  # "ddim-50" (generated), a file path, or "test split" for model metrics
+    nfe: int | None  # network evaluations per generated image
+    n: int  # images scored
+    reference: str  # e.g. "fashion-mnist:test:10000"
+    seed: int | None
+    checkpoint_step: int | None
+    time: str = ""
+
+
+CSV_FIELDS = [f.name for f in fields(EvalRow)]
+
+
+def parse_metrics(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
+    unknown = [m for m in names if m not in METRICS]
+    if unknown or not names:
+        raise DDPMError(
+            f"unknown metric {', '.join(unknown) or '(none)'}; known: {', '.join(METRICS)}"
+        )
+    return names
+
+
+def reference_set(config: DataConfig, split: str, limit: int | None) -> ImageData:
+    """The reference split fitted to the run's image size and channels, first `limit` images."""
+    data = load_dataset(config, split)
+    if limit is not None and limit < len(data):
+        labels = None if data.labels is None else data.labels[:limit]
+        data = ImageData(data.images[:limit], labels, data.num_classes, data.name)
+    return data
+
+
+def _bar(total: int, desc: str, quiet: bool) -> tqdm:
+    return tqdm(total=total, desc=desc, unit="img", disable=quiet, leave=False)
+
+
+def sample_metrics(
+    samples: torch.Tensor,
+    reference: ImageData,
+    reference_name: str,
+    metrics: Sequence[str],
+    *,
+    features: str,
+    inception_weights: str | None = None,
+    seed: int = 2020,
+    device: torch.device | str = "cpu",
+    quiet: bool = False,
+    log: Callable[[str], None] = print,
+) -> tuple[list[MetricValue], str]:
+    """FID/IS/KID/PR of uint8 samples [N, C, H, W] against a reference split -> (values, space)."""
+    metrics = [m for m in metrics if m in SAMPLE_METRICS]
+    space = resolve_feature_space(features, inception_weights=inception_weights)
+    samples = match_channels(samples, reference.images.shape[1])
+    if samples.shape[1:] != reference.images.shape[1:]:
+        raise DDPMError(
+            f"samples are {'x'.join(map(str, samples.shape[1:]))} but the reference images are "
+            f"{'x'.join(map(str, reference.images.shape[1:]))} (C x H x W)"
+        )
+    if "kid" in metrics and min(len(samples), len(reference)) < 2:
+        raise DDPMError("KID needs at least 2 images in each set")
+    layers = layers_for(metrics, space)
+    started = time.perf_counter()
+    with _bar(len(reference), "reference features", quiet) as bar:
+        ref_features, cached = cached_reference_features(
+            reference_name, reference.images, space, layers, device=device, progress=bar.update
+        )
+    log(
+        f"reference: {reference_name}, {len(reference)} images, "
+        f"{'read from the cache' if cached else 'features computed and cached'} "
+        f"({time.perf_counter() - started:.1f} s)"
+    )
+    started = time.perf_counter()
+    with _bar(len(samples), "sample features", quiet) as bar:
+        sample_features = extract_features(
+            samples, space, layers, device=device, progress=bar.update
+        )
+    values = fidelity_metrics(sample_features, ref_features, metrics, space, seed=seed)
+    log(f"{len(samples)} samples scored in {space.label} ({time.perf_counter() - started:.1f} s)")
+    return values, space.label
+
+
+def write_rows(rows: Sequence[EvalRow], path: Path) -> Path:
+    """Append rows to metrics.csv, writing the header when the file is new."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.is_file() or path.stat().st_size == 0
+    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        if new:
+            writer.writeheader()
+        for row in rows:
+            record = asdict(row) | {"time": row.time or stamp}
+            writer.writerow({k: "" if v is None else v for k, v in record.items()})
+    return path
+
+
+def format_table(rows: Sequence[EvalRow]) -> str:
+    """A fixed-width table of the rows for the terminal."""
+    header = ("metric", "value", "+-", "feature space", "samples", "NFE", "n", "reference")
+    lines = [header]
+    for r in rows:
+        spread = "" if r.spread is None else f"{r.spread:.4g}"
+        nfe = "" if r.nfe is None else str(r.nfe)
+        lines.append(
+            (
+                r.metric,
+                f"{r.value:.5g}",
+                spread,
+                r.feature_space,
+                r.samples,
+                nfe,
+                str(r.n),
+                r.reference,
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)

@@ -1,0 +1,163 @@
+"""Negative log-likelihood in bits/dim from the variational bound (Ho et al. 2020, Eq. 5).
+
+    -log p(x0) <= L_T + sum_{t >= 1} L_{t-1} + L_0
+    L_T     = KL(q(x_T | x0) || N(0, I))                               (prior_kl)
+    L_{t-1} = KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t))  for t >= 1  (normal_kl, Eq. 6-8)
+    L_0     = -log p(x0 | x_1), the discretised Gaussian decoder       (Eq. 13)
+
+With 0-based steps, step k = 0 is the decoder term and k = 1..T-1 are KL terms. The reverse
+variance is the run's fixed choice (diffusion.variance): beta~_k or beta_k; the decoder uses beta~_1
+for beta~ (beta~_0 is zero), as Nichol & Dhariwal 2021 do. The bound is reported in bits per
+dimension: nats / (C H W ln 2). The x0 estimate is clipped to [-1, 1] when the run clips.
+
+`num_timesteps` < T estimates the sum over k = 1..T-1 by stratified sampling: the steps are cut
+into that many equal strata and each image draws one step per stratum, weighted by the stratum's
+size, which is unbiased. Each image's estimate is independent, so the standard error is the
+spread across images over sqrt(n); it includes the variance of the step sampling.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..data import seeded_generator
+from ..denoiser import make_denoiser
+from ..diffusion import (
+    discretized_gaussian_log_likelihood,
+    normal_kl,
+    prior_kl,
+    q_posterior,
+    q_sample,
+)
+from ..errors import DDPMError
+from ..schedules import Schedule
+
+BPD_SEED = 20_200_619  # the noise and the sampled steps never depend on the caller's seed
+
+
+@dataclass(frozen=True)
+class BitsPerDim:
+    """The bound averaged over images; per-term means are in bits/dim too."""
+
+    mean: float
+    std_error: float
+    num_images: int
+    num_timesteps: int  # steps evaluated per image (T when exhaustive)
+    exhaustive: bool
+    prior: float  # L_T
+    decoder: float  # L_0
+    kl_terms: float  # sum of L_1 .. L_{T-1}
+
+
+def reverse_variances(schedule: Schedule, variance: str) -> torch.Tensor:
+    """sigma_k^2 [T] float64 of p(x_{k-1} | x_k); entry 0 is the decoder's variance."""
+    betas = schedule.betas.double()
+    if variance == "beta":
+        return betas.clone()
+    alpha_bar = schedule.alpha_bar.double()
+    previous = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar[:-1]])
+    beta_tilde = (1 - previous) / (1 - alpha_bar) * betas
+    beta_tilde[0] = beta_tilde[1]
+    return beta_tilde
+
+
+def vlb_term(
+    denoiser,
+    x0: torch.Tensor,
+    k: torch.Tensor,
+    eps: torch.Tensor,
+    alpha_bar: torch.Tensor,
+    sigma2: torch.Tensor,
+) -> torch.Tensor:
+    """Per-image L_k in nats [B] for steps k [B] (0 = decoder, >= 1 = KL). x0, eps: float64
+    [B, C, H, W]; alpha_bar, sigma2: float64 [T] on x0's device. The network runs in float32."""
+    shape = (-1,) + (1,) * (x0.ndim - 1)
+    ab_t = alpha_bar[k].view(shape)
+    ab_s = torch.where(k > 0, alpha_bar[(k - 1).clamp(min=0)], 1.0).view(shape)
+    x_t = q_sample(x0, eps, ab_t)
+    x0_hat = denoiser(x_t.float(), k).double()
+    model_mean, _ = q_posterior(x0_hat, x_t, ab_t, ab_s)
+    var = sigma2[k].view(shape)
+    decoder_nll = -discretized_gaussian_log_likelihood(x0, model_mean, var.sqrt())
+    true_mean, true_var = q_posterior(x0, x_t, ab_t, ab_s)
+    # at k = 0 true_var is 0; the KL is not used there, so give it a harmless variance
+    kl = normal_kl(true_mean, torch.where(k.view(shape) > 0, true_var, var), model_mean, var)
+    is_decoder = (k == 0).view(shape)
+    return torch.where(is_decoder, decoder_nll, kl).flatten(1).sum(1)
+
+
+def _stratified_steps(T: int, num_strata: int, n: int, generator: torch.Generator):
+    """Steps [n, S] and weights [S]: S equal strata of 1..T-1, one uniform draw per image each."""
+    edges = torch.linspace(1, T, num_strata + 1).round().long()
+    sizes = edges[1:] - edges[:-1]
+    u = torch.rand((n, num_strata), generator=generator, dtype=torch.float64)
+    steps = edges[:-1] + (u * sizes).floor().long().clamp(max=sizes - 1)
+    return steps, sizes.double()
+
+
+@torch.inference_mode()
+def bits_per_dim(
+    net: torch.nn.Module,
+    schedule: Schedule,
+    images: torch.Tensor,
+    *,
+    prediction: str = "eps",
+    variance: str = "beta_tilde",
+    clip: bool = True,
+    num_timesteps: int | None = None,
+    batch_size: int = 256,
+    progress=None,
+) -> BitsPerDim:
+    """The variational bound of uint8 images [N, C, H, W] under `net`, in bits/dim.
+
+    num_timesteps: None (or T) evaluates every step; fewer uses stratified sampling over 1..T-1
+    (the decoder and prior terms are always exact). `progress(n)` is called per network batch.
+    """
+    T = schedule.num_timesteps
+    exhaustive = num_timesteps is None or num_timesteps >= T
+    num_kl = T - 1 if exhaustive else num_timesteps
+    if num_kl < 1:
+        raise DDPMError(f"--bpd-timesteps must be >= 1, got {num_timesteps}")
+    device = next(net.parameters()).device
+    n, dims = images.shape[0], images[0].numel()
+    alpha_bar = schedule.alpha_bar.double().to(device)
+    sigma2 = reverse_variances(schedule, variance).to(device)
+    denoiser = make_denoiser(net, schedule, prediction=prediction, clip=clip)
+    generator = seeded_generator(BPD_SEED)
+    if exhaustive:
+        steps = torch.arange(1, T).expand(n, -1)
+        weights = torch.ones(T - 1, dtype=torch.float64)
+    else:
+        steps, weights = _stratified_steps(T, num_kl, n, generator)
+    totals = torch.zeros(n, 3, dtype=torch.float64)  # prior, decoder, kl
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        x0 = images[start:stop].to(device).double() / 127.5 - 1
+        totals[start:stop, 0] = prior_kl(x0, float(alpha_bar[-1])).cpu()
+        for column in range(-1, num_kl):  # -1: the decoder step k = 0
+            eps = torch.randn(x0.shape, generator=generator, dtype=torch.float64).to(device)
+            if column < 0:
+                k, weight = torch.zeros(stop - start, dtype=torch.long), 1.0
+            else:
+                k, weight = steps[start:stop, column], float(weights[column])
+            term = vlb_term(denoiser, x0, k.to(device), eps, alpha_bar, sigma2).cpu()
+            totals[start:stop, 1 if column < 0 else 2] += weight * term
+            if progress is not None:
+                progress(stop - start)
+    per_image = totals / (dims * math.log(2))
+    total = per_image.sum(1)
+    std_error = float(total.std(unbiased=True)) / math.sqrt(n) if n > 1 else float("nan")
+    prior, decoder, kl = (float(v) for v in per_image.mean(0))
+    return BitsPerDim(
+        mean=float(total.mean()),
+        std_error=std_error,
+        num_images=n,
+        num_timesteps=num_kl + 1,
+        exhaustive=exhaustive,
+        prior=prior,
+        decoder=decoder,
+        kl_terms=kl,
+    )
