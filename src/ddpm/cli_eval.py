@@ -188,6 +188,11 @@ def cmd_featnet_train(args: argparse.Namespace) -> int:
     name = args.name or (
         args.dataset if args.dataset != "folder" else f"folder-{Path(args.data_dir).resolve().name}"
     )
+    if featnet_path(name).is_file() and not args.force:
+        raise DDPMError(
+            f"feature network {name!r} exists ({featnet_path(name)}); numbers scored with it would "
+            f"no longer be comparable with a new one: pass --force to replace it, or --name NEW"
+        )
     train, test = load_dataset(config, "train"), load_dataset(config, "test")
     started = time.perf_counter()
     with _progress(args.epochs * -(-len(train) // args.batch_size), "featnet", args.quiet) as bar:
@@ -288,6 +293,7 @@ def add_commands(sub: argparse._SubParsersAction, *, device: dict) -> None:
     train.add_argument("--epochs", type=int, default=4)
     train.add_argument("--batch-size", type=int, default=128)
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--force", action="store_true", help="replace an existing network")
     train.add_argument("--device", **device)
     train.add_argument("--quiet", action="store_true")
     train.set_defaults(func=cmd_featnet_train)

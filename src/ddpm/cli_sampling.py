@@ -93,7 +93,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     run_sweep(
         run, plan, n=args.n, seed=args.seed, batch_size=args.batch_size,
-        progress=not args.quiet, on_row=save,
+        progress=not args.quiet, features=args.features, on_row=save,
     )  # fmt: skip
     print(f"csv: {csv_path}\nplot: {png_path}")
     return 0
@@ -125,6 +125,8 @@ def add_commands(sub: argparse._SubParsersAction, *, device: dict) -> None:
     sweep.add_argument("--steps", default="5,10,20,50,100", help="comma-separated step counts")
     sweep.add_argument("--n", type=int, default=1000, help="images per point")
     sweep.add_argument("--seed", type=int, default=0)
+    sweep.add_argument("--features", help="score with FID in this feature space (inception or a "
+                       "`ddpm featnet` name); default: pixel-FD")  # fmt: skip
     sweep.add_argument("--out", metavar="DIR", help="where sweep.csv and sweep.png go "
                        "(default: RUN/sweep)")  # fmt: skip
     sweep.add_argument("--batch-size", type=int, default=None)

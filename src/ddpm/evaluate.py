@@ -150,7 +150,7 @@ def format_table(rows: Sequence[EvalRow]) -> str:
                 f"{r.value:.5g}",
                 spread,
                 r.feature_space,
-                r.samples,
+                Path(r.samples).name if "/" in r.samples else r.samples,  # the CSV has the path
                 nfe,
                 str(r.n),
                 r.reference,

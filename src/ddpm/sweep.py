@@ -1,8 +1,9 @@
 """Quality and speed against the number of network evaluations (NFE), for several samplers.
 
 For each (sampler, steps) pair, generate n images with the same seed, time it, and score them
-against the test split with the project's quality metric (pixel-FD until the evaluation metrics
-land: `ddpm.metrics.pixel_fd`). Rows go to a CSV and a two-panel plot (`viz.plot_sweep`).
+against the test split: FID in a feature space (`features`: "inception" or a feature network, see
+`ddpm.metrics.extractors`), or pixel-FD when none is given (`ddpm.metrics.pixel_fd`, a crude
+score that needs no network). Rows go to a CSV and a two-panel plot (`viz.plot_sweep`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+import torch
 
 from .data import load_dataset
 from .errors import DDPMError
@@ -54,10 +55,31 @@ def parse_plan(samplers: str, steps: Sequence[int]) -> list[tuple[str, int]]:
     return plan
 
 
-def reference_fit(run: LoadedRun) -> tuple[np.ndarray, np.ndarray]:
-    """Gaussian fit of the test split's pixels (the reference of the quality score)."""
+def make_scorer(
+    run: LoadedRun, features: str | None
+) -> tuple[str, Callable[[torch.Tensor], float]]:
+    """(metric name, score(uint8 images [N, C, H, W]) -> float) against the run's test split."""
     data = load_dataset(run.config.data, "test")
-    return gaussian_fit(pixel_features(data.images))
+    if features is None:
+        mu_ref, cov_ref = gaussian_fit(pixel_features(data.images))
+        return METRIC_NAME, lambda images: frechet_distance(
+            *gaussian_fit(pixel_features(images)), mu_ref, cov_ref
+        )
+    from .metrics.extractors import resolve_feature_space
+    from .metrics.fidelity import cached_reference_features, extract_features, fidelity_metrics
+
+    space = resolve_feature_space(features)
+    layers = [space.layer("fid")]
+    name = f"{run.config.data.dataset}-test"
+    reference, _ = cached_reference_features(name, data.images, space, layers)
+
+    def fid(images: torch.Tensor) -> float:
+        values = fidelity_metrics(
+            extract_features(images, space, layers), reference, ["fid"], space
+        )
+        return values[0].value
+
+    return f"FID ({space.label})", fid
 
 
 def run_sweep(
@@ -68,13 +90,14 @@ def run_sweep(
     seed: int = 0,
     batch_size: int | None = None,
     progress: bool = True,
+    features: str | None = None,
     on_row: Callable[[list[SweepRow]], None] | None = None,
 ) -> list[SweepRow]:
     """Generate n images per (sampler, steps) of the plan and score them; `on_row` receives the
     rows so far after each one (to write partial results)."""
     if n < 2:
         raise DDPMError(f"--n must be >= 2 to fit a covariance, got {n}")
-    mu_ref, cov_ref = reference_fit(run)
+    metric, score_of = make_scorer(run, features)
     rows: list[SweepRow] = []
     for sampler, steps in plan:
         start = time.perf_counter()
@@ -83,9 +106,9 @@ def run_sweep(
             batch_size=batch_size, progress=progress,
         )  # fmt: skip
         seconds = time.perf_counter() - start
-        score = frechet_distance(*gaussian_fit(pixel_features(to_uint8(images))), mu_ref, cov_ref)
+        score = score_of(to_uint8(images))
         rows.append(
-            SweepRow(sampler, steps, num_function_evals(sampler, steps), n, METRIC_NAME, score,
+            SweepRow(sampler, steps, num_function_evals(sampler, steps), n, metric, score,
                      n / seconds, seconds)
         )  # fmt: skip
         if on_row is not None:

@@ -128,6 +128,6 @@ def resolve_feature_space(features: str, *, inception_weights: str | None = None
             )
         _check_plain_state_dict(path)
         return FeatureSpace(INCEPTION_EXTRACTOR, path, "inception-v3")
+    _, info = load_featnet(features)  # by name or file; a missing one names the fix
     path = Path(features) if features.endswith(".safetensors") else featnet_path(features)
-    _, info = load_featnet(str(path))
     return FeatureSpace(FEATNET_EXTRACTOR, path, info.feature_space)

@@ -1,0 +1,255 @@
+"""`ddpm eval` and `ddpm featnet` on tiny runs and real image files; metrics against
+torch-fidelity's own entry point on the same image folders with the same feature extractor."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch_fidelity
+from PIL import Image
+from tiny import TINY_MODEL, sets
+
+from ddpm.cli import main
+from ddpm.config import load_preset
+from ddpm.data import load_dataset
+from ddpm.metrics.extractors import FEATNET_EXTRACTOR, register, resolve_feature_space
+from ddpm.metrics.featnet import FeatNetInfo, accuracy, save_featnet, train_featnet
+from ddpm.metrics.fidelity import extract_features, fidelity_metrics
+from ddpm.metrics.sample_files import load_samples, save_npz
+
+RUN_SETTINGS = [
+    *TINY_MODEL,
+    "train.num_steps=6",
+    "train.batch_size=16",
+    "train.log_every=3",
+    "train.warmup_steps=2",
+    "train.checkpoint_every=6",
+    "train.sample_every=6",
+    "train.num_sample_images=2",
+]
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    config = load_preset("digits").data
+    return load_dataset(config, "train"), load_dataset(config, "test")
+
+
+@pytest.fixture(scope="module")
+def featnet_file(tmp_path_factory, digits) -> Path:
+    train, test = digits
+    net = train_featnet(train, epochs=3, batch_size=64, seed=0)
+    info = FeatNetInfo(
+        name="digits-test", dataset="digits", image_size=8, channels=1, num_classes=10,
+        widths=(32, 64, 128), test_accuracy=accuracy(net, test), epochs=3,
+        train_images=len(train),
+    )  # fmt: skip
+    return save_featnet(net, info, tmp_path_factory.mktemp("featnet") / "digits.safetensors")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "run"
+    args = ["train", "--dataset", "digits", "--out", str(out), "--quiet"]
+    assert main([*args, *sets(RUN_SETTINGS)]) == 0
+    return out
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("ddpm: error:"), err
+    return err
+
+
+def write_pngs(images: torch.Tensor, folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    for i, image in enumerate(images):
+        Image.fromarray(image[0].numpy(), mode="L").save(folder / f"{i:05d}.png")
+    return folder
+
+
+def test_featnet_classifies_digits_and_loads_back(featnet_file, digits):
+    space = resolve_feature_space(str(featnet_file))
+    assert space.extractor == FEATNET_EXTRACTOR and space.label.startswith("featnet:digits-test@")
+    from ddpm.metrics.featnet import load_featnet
+
+    net, info = load_featnet(str(featnet_file))
+    assert info.test_accuracy > 0.85 and info.test_accuracy == accuracy(net, digits[1])
+
+
+def test_same_set_scores_zero_and_noise_raises_fid_monotonically(featnet_file, digits):
+    space = resolve_feature_space(str(featnet_file))
+    images = digits[0].images[:600]
+    reference = extract_features(images, space, ["features", "logits"])
+    generator = torch.Generator().manual_seed(0)
+    fids = []
+    for sigma in (0, 16, 48, 96):
+        noisy = images.float() + sigma * torch.randn(images.shape, generator=generator)
+        noisy = noisy.round().clamp(0, 255).to(torch.uint8)
+        features = extract_features(noisy, space, ["features", "logits"])
+        values = {
+            v.metric: v.value for v in fidelity_metrics(features, reference, ["fid", "pr"], space)
+        }
+        fids.append(values["fid"])
+        if sigma == 0:
+            assert abs(values["fid"]) < 1e-3
+            assert values["precision"] == values["recall"] == 1.0
+    assert fids == sorted(fids) and fids[-1] > 10 * max(fids[1], 1e-3), fids
+
+
+def test_metrics_match_torch_fidelity_on_image_folders(featnet_file, digits, tmp_path):
+    """Our path (tensors, cached features, torch-fidelity's metric functions) against
+    torch_fidelity.calculate_metrics reading two PNG folders with the same extractor."""
+    register()
+    train, test = digits
+    generated = write_pngs(train.images[:300], tmp_path / "a")
+    real = write_pngs(test.images, tmp_path / "b")
+    theirs = torch_fidelity.calculate_metrics(
+        input1=str(generated), input2=str(real), fid=True, prc=True, cuda=False, cache=False,
+        verbose=False, save_cpu_ram=True, feature_extractor=FEATNET_EXTRACTOR,
+        feature_extractor_weights_path=str(featnet_file),
+    )  # fmt: skip
+    space = resolve_feature_space(str(featnet_file))
+    ours = fidelity_metrics(
+        extract_features(load_samples(generated), space, ["features"]),
+        extract_features(load_samples(real), space, ["features"]),
+        ["fid", "pr"],
+        space,
+    )
+    ours = {v.metric: v.value for v in ours}
+    assert ours["fid"] == pytest.approx(theirs["frechet_inception_distance"], rel=1e-3)
+    assert ours["precision"] == pytest.approx(theirs["precision"], rel=1e-3)
+    assert ours["recall"] == pytest.approx(theirs["recall"], rel=1e-3)
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_eval_writes_every_metric_with_its_provenance(tiny_run, featnet_file, capsys):
+    args = ["eval", "--run", str(tiny_run), "--features", str(featnet_file), "--n", "40"]
+    args += ["--sampler", "ddim", "--steps", "3", "--bpd-n", "8", "--bpd-timesteps", "4"]
+    args += ["--metrics", "fid,is,kid,pr,bpd,val-loss", "--quiet"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "features computed and cached" in out
+    rows = read_rows(tiny_run / "eval" / "metrics.csv")
+    by_metric = {r["metric"]: r for r in rows}
+    assert list(by_metric) == ["fid", "is", "kid", "precision", "recall", "bpd", "val-loss"]
+    fid = by_metric["fid"]
+    assert fid["feature_space"].startswith("featnet:digits-test@") and fid["samples"] == "ddim-3"
+    assert (fid["nfe"], fid["n"], fid["seed"], fid["checkpoint_step"]) == ("3", "40", "0", "6")
+    assert fid["reference"] == "digits:test:297"
+    assert float(by_metric["bpd"]["value"]) > 0 and float(by_metric["bpd"]["spread"]) > 0
+    assert by_metric["bpd"]["samples"] == "test split, 5/1000 t"
+    # a second eval reads the reference features from the cache, reuses the samples file and
+    # reproduces every number, val-loss to the last digit
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "read from the cache" in out and "samples: reusing" in out
+    rows = read_rows(tiny_run / "eval" / "metrics.csv")
+    assert len(rows) == 14
+    for first, second in zip(rows[:7], rows[7:]):
+        assert first["value"] == second["value"], first["metric"]
+
+
+def test_samples_from_npz_and_png_folder_score_alike(
+    tiny_run, featnet_file, digits, tmp_path, capsys
+):
+    images = digits[0].images[:50]
+    npz = save_npz(images, tmp_path / "s.npz")
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for i, image in enumerate(images):  # grey images saved as RGB, as many tools write them
+        Image.fromarray(image[0].numpy()).convert("RGB").save(folder / f"{i}.png")
+    values = []
+    for source in (npz, folder):
+        out = tmp_path / f"eval-{source.name}"
+        args = ["eval", "--dataset", "digits", "--samples", str(source), "--out", str(out)]
+        assert main([*args, "--features", str(featnet_file), "--metrics", "fid", "--quiet"]) == 0
+        values.append(float(read_rows(out / "metrics.csv")[0]["value"]))
+    assert values[0] == pytest.approx(values[1], rel=1e-6)  # same images, another order
+
+
+def test_npz_round_trip_keeps_the_layout(tmp_path):
+    images = torch.randint(0, 256, (5, 3, 4, 6), dtype=torch.uint8)
+    path = save_npz(images, tmp_path / "x.npz")
+    assert np.load(path)["arr_0"].shape == (5, 4, 6, 3)
+    assert torch.equal(load_samples(path), images)
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["--metrics", "fid,nope"], "unknown metric nope"),
+        (["--n", "0"], "--n must be >= 1"),
+        (["--features", "no-such-net"], "ddpm featnet train --dataset no-such-net"),
+        (
+            ["--inception-weights", "/nonexistent/w.pth"],
+            "weights-inception-2015-12-05-6726825d.pth",
+        ),
+    ],
+)
+def test_bad_eval_options_get_one_line(tiny_run, extra, expected, capsys):
+    assert main(["eval", "--run", str(tiny_run), "--quiet", *extra]) == 2
+    assert expected in one_error_line(capsys)
+
+
+def test_bad_sample_files_get_one_line(tiny_run, featnet_file, tmp_path, capsys):
+    base = ["eval", "--run", str(tiny_run), "--features", str(featnet_file), "--quiet"]
+    np.savez(tmp_path / "wrong.npz", arr_0=np.zeros((4, 9, 9, 1), np.uint8))
+    np.savez(tmp_path / "other.npz", images=np.zeros((4, 8, 8, 1), np.uint8))
+    np.savez(tmp_path / "float.npz", arr_0=np.zeros((4, 8, 8, 1), np.float32))
+    (tmp_path / "broken.npz").write_bytes(b"not a zip file")
+    cases = {
+        "wrong.npz": "samples are 1x9x9 but the reference images are 1x8x8",
+        "other.npz": "has no arr_0",
+        "float.npz": "arr_0 must be uint8",
+        "broken.npz": "is not a readable .npz",
+        "missing.npz": "samples not found",
+    }
+    for name, expected in cases.items():
+        assert main([*base, "--samples", str(tmp_path / name)]) == 2
+        assert expected in one_error_line(capsys), name
+
+
+def test_model_metrics_need_a_run(tmp_path, capsys):
+    samples = save_npz(torch.zeros(4, 1, 8, 8, dtype=torch.uint8), tmp_path / "s.npz")
+    args = ["eval", "--dataset", "digits", "--samples", str(samples), "--metrics", "bpd"]
+    assert main(args) == 2
+    assert "give --run" in one_error_line(capsys)
+
+
+def test_featnet_cli_trains_lists_and_refuses_a_corrupt_file(capsys, tmp_path):
+    assert main(["featnet", "train", "--dataset", "digits", "--epochs", "1", "--quiet"]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    assert main(["featnet", "list"]) == 0
+    assert "featnet:digits@" in capsys.readouterr().out
+    assert main(["featnet", "train", "--dataset", "digits", "--epochs", "1", "--quiet"]) == 2
+    assert "pass --force to replace it" in one_error_line(capsys)
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+    samples = save_npz(torch.zeros(4, 1, 8, 8, dtype=torch.uint8), tmp_path / "s.npz")
+    args = ["eval", "--dataset", "digits", "--samples", str(samples), "--features", str(corrupt)]
+    assert main(args) == 2
+    assert "is not a readable feature network" in one_error_line(capsys)
+
+
+def test_sweep_scores_with_fid_in_a_feature_space(tiny_run, featnet_file, tmp_path):
+    out = tmp_path / "sweep"
+    args = ["sweep", "--run", str(tiny_run), "--samplers", "ddim", "--steps", "2,4", "--n", "20"]
+    assert main([*args, "--features", str(featnet_file), "--out", str(out), "--quiet"]) == 0
+    rows = read_rows(out / "sweep.csv")
+    assert [r["steps"] for r in rows] == ["2", "4"]
+    assert all(r["metric"].startswith("FID (featnet:digits-test@") for r in rows)
+    assert all(float(r["score"]) >= 0 for r in rows)
