@@ -147,7 +147,11 @@ def test_eval_writes_every_metric_with_its_provenance(tiny_run, featnet_file, ca
     by_metric = {r["metric"]: r for r in rows}
     assert list(by_metric) == ["fid", "is", "kid", "precision", "recall", "bpd", "val-loss"]
     fid = by_metric["fid"]
-    assert fid["feature_space"].startswith("featnet:digits-test@") and fid["samples"] == "ddim-3"
+    assert fid["feature_space"].startswith("featnet:digits-test@") and (
+        fid["sampler"],
+        fid["steps"],
+    ) == ("ddim", "3")
+    assert fid["samples"].endswith("step6-ddim-3-uniform-n40-seed0.npz")
     assert (fid["nfe"], fid["n"], fid["seed"], fid["checkpoint_step"]) == ("3", "40", "0", "6")
     assert fid["reference"] == "digits:test:297"
     assert float(by_metric["bpd"]["value"]) > 0 and float(by_metric["bpd"]["spread"]) > 0

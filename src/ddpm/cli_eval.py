@@ -25,7 +25,8 @@ def _data_config(dataset: str, data_dir: str | None, image_size: int | None, cha
 
 
 def _generated_samples(args: argparse.Namespace, run, out_dir: Path):
-    """Generate args.n samples (or reuse the file an identical earlier eval wrote)."""
+    """Generate args.n samples (or reuse the file an identical earlier eval wrote) -> (uint8
+    images [N, C, H, W], the .npz they are in)."""
     from .generate import generate, resolve_spacing, to_uint8
     from .metrics.sample_files import load_samples, save_npz
 
@@ -34,7 +35,7 @@ def _generated_samples(args: argparse.Namespace, run, out_dir: Path):
     path = out_dir / "samples" / name
     if path.is_file():
         print(f"samples: reusing {path}")
-        return load_samples(path)
+        return load_samples(path), path
     started = time.perf_counter()
     images = generate(
         run.net, run.schedule, run.config, n=args.n, seed=args.seed, sampler=args.sampler,
@@ -43,7 +44,7 @@ def _generated_samples(args: argparse.Namespace, run, out_dir: Path):
     images = to_uint8(images)
     save_npz(images, path)
     print(f"samples: {args.n} generated in {time.perf_counter() - started:.0f} s -> {path}")
-    return images
+    return images, path
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -89,22 +90,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     rows: list[EvalRow] = []
     sample_list = [m for m in metrics if m not in MODEL_METRICS]
     if sample_list:
+        sampler = steps = nfe = seed = None
         if args.samples:
-            samples, source, nfe, seed = load_samples(args.samples), str(args.samples), None, None
+            samples, source = load_samples(args.samples), args.samples
         else:
-            samples = _generated_samples(args, run, out_dir)
-            source, seed = f"{args.sampler}-{args.steps}", args.seed
+            samples, source = _generated_samples(args, run, out_dir)
+            sampler, steps, seed = args.sampler, args.steps, args.seed
             nfe = num_function_evals(args.sampler, args.steps)
         values, space = sample_metrics(
             samples, reference, f"{data_config.dataset}-{args.reference}", sample_list,
             features=args.features, inception_weights=args.inception_weights, device=device,
             quiet=args.quiet,
         )  # fmt: skip
+        common = dict(feature_space=space, samples=str(source), sampler=sampler, steps=steps)
+        common |= dict(nfe=nfe, n=len(samples), reference=ref_label, seed=seed)
         rows += [
-            EvalRow(
-                v.metric, v.value, v.spread, space, source, nfe, len(samples), ref_label, seed, step
-            )
-            for v in values
+            EvalRow(v.metric, v.value, v.spread, **common, checkpoint_step=step) for v in values
         ]
     if "bpd" in metrics:
         rows.append(_bpd_row(args, run, reference, ref_label))
@@ -117,14 +118,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 "val-loss",
                 loss,
                 None,
-                "-",
-                "test split",
-                None,
-                len(reference),
-                ref_label,
-                None,
-                step,
-            )
+                feature_space="-",
+                samples=f"{args.reference} split",
+                sampler=None,
+                steps=None,
+                nfe=None,
+                n=len(reference),
+                reference=ref_label,
+                seed=None,
+                checkpoint_step=step,
+            )  # fmt: skip
         )
     print(format_table(rows))
     print(f"written to {write_rows(rows, out_dir / 'metrics.csv')}")
@@ -156,19 +159,12 @@ def _bpd_row(args: argparse.Namespace, run, reference, ref_label: str):
         f"{result.num_images} images, {how}; prior {result.prior:.2e}, decoder "
         f"{result.decoder:.4f}, KL terms {result.kl_terms:.4f} ({time.perf_counter() - started:.0f} s)"
     )
-    source = "test split" if result.exhaustive else f"test split, {result.num_timesteps}/{T} t"
+    terms = "" if result.exhaustive else f", {result.num_timesteps}/{T} t"
     return EvalRow(
-        "bpd",
-        result.mean,
-        result.std_error,
-        "-",
-        source,
-        None,
-        result.num_images,
-        ref_label,
-        None,
-        run.step,
-    )
+        "bpd", result.mean, result.std_error, feature_space="-",
+        samples=f"{args.reference} split{terms}", sampler=None, steps=None, nfe=None,
+        n=result.num_images, reference=ref_label, seed=None, checkpoint_step=run.step,
+    )  # fmt: skip
 
 
 def _progress(total: int, desc: str, quiet: bool):

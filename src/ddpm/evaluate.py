@@ -42,7 +42,9 @@ class EvalRow:
     value: float
     spread: float | None  # IS/KID: std over splits/subsets; bpd: standard error; else empty
     feature_space: str  # "inception-v3", "featnet:NAME@HASH", or "-" for bpd / val-loss
-    samples: str  # "ddim-50" (generated), a file path, or "test split" for model metrics
+    samples: str  # the scored samples file or folder, or "test split" for bpd and val-loss
+    sampler: str | None  # for generated samples: sampler name and its steps
+    steps: int | None
     nfe: int | None  # network evaluations per generated image
     n: int  # images scored
     reference: str  # e.g. "fashion-mnist:test:10000"
@@ -140,6 +142,7 @@ def write_rows(rows: Sequence[EvalRow], path: Path) -> Path:
 def format_table(rows: Sequence[EvalRow]) -> str:
     """A fixed-width table of the rows for the terminal."""
     header = ("metric", "value", "+-", "feature space", "samples", "NFE", "n", "reference")
+    # the table names generated samples by sampler and steps, files by name; the CSV has both
     lines = [header]
     for r in rows:
         spread = "" if r.spread is None else f"{r.spread:.4g}"
@@ -150,7 +153,7 @@ def format_table(rows: Sequence[EvalRow]) -> str:
                 f"{r.value:.5g}",
                 spread,
                 r.feature_space,
-                Path(r.samples).name if "/" in r.samples else r.samples,  # the CSV has the path
+                f"{r.sampler}-{r.steps}" if r.sampler else Path(r.samples).name or r.samples,
                 nfe,
                 str(r.n),
                 r.reference,
