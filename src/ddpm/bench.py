@@ -17,6 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .builders import build_model, build_schedule
 from .config import RunConfig
 from .generate import generate
+from .precision import resolve_precision
 from .train.step import make_trainer
 
 
@@ -33,9 +34,23 @@ class BenchResult:
     sample_images_per_s: float
     peak_memory_mb: float
     peak_memory_kind: str
+    ceiling_gflops: float  # a large 3x3 convolution at this precision on this device
+
+    @property
+    def train_gflops(self) -> float:
+        """Achieved training GFLOP/s: forward, backward (2x forward) per image."""
+        return 3 * self.forward_gflop_per_image * self.train_images_per_s
+
+    @property
+    def sample_gflops(self) -> float:
+        return self.sample_steps * self.forward_gflop_per_image * self.sample_images_per_s
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {
+            **asdict(self),
+            "train_gflops": self.train_gflops,
+            "sample_gflops": self.sample_gflops,
+        }
 
     def lines(self) -> list[str]:
         return [
@@ -43,8 +58,12 @@ class BenchResult:
             f"precision: {self.precision}",
             f"parameters: {self.parameters:,}",
             f"forward: {self.forward_gflop_per_image:.4f} GFLOP/image",
-            f"train: {self.train_images_per_s:.1f} images/s",
-            f"sample ddim-{self.sample_steps}: {self.sample_images_per_s:.1f} images/s",
+            f"ceiling: {self.ceiling_gflops:.0f} GFLOP/s ({self.precision} 3x3 convolution, "
+            f"{CEILING_SHAPE[1]} channels at {CEILING_SHAPE[2]}x{CEILING_SHAPE[3]}, batch {CEILING_SHAPE[0]})",
+            f"train: {self.train_images_per_s:.1f} images/s, {self.train_gflops:.0f} GFLOP/s "
+            f"({self.train_gflops / self.ceiling_gflops:.0%} of the ceiling)",
+            f"sample ddim-{self.sample_steps}: {self.sample_images_per_s:.1f} images/s, "
+            f"{self.sample_gflops:.0f} GFLOP/s ({self.sample_gflops / self.ceiling_gflops:.0%} of the ceiling)",
             f"peak memory: {self.peak_memory_mb:.0f} MB ({self.peak_memory_kind})",
         ]
 
@@ -55,12 +74,14 @@ def _sync(device: torch.device) -> None:
 
 
 def forward_gflop_per_image(net: torch.nn.Module, config: RunConfig, device: torch.device) -> float:
-    """Count the forward pass's floating-point operations (a multiply-add counts as 2)."""
+    """Count the forward pass's floating-point operations per image (a multiply-add counts as 2,
+    as in the papers' figures: 12.1 GFLOP for Ho et al.'s CIFAR-10 U-Net). Convolutions, matrix
+    products and attention are counted; elementwise work is not."""
     shape = (2, config.data.channels, config.data.image_size, config.data.image_size)
     x, t = torch.zeros(shape, device=device), torch.zeros(2, dtype=torch.long, device=device)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         net(x, t)
-    return counter.get_total_flops() / 2 / 1e9
+    return counter.get_total_flops() / shape[0] / 1e9
 
 
 @dataclass(frozen=True)
@@ -76,6 +97,32 @@ def model_size(config: RunConfig) -> ModelSize:
         net = build_model(config)
     parameters = sum(p.numel() for p in net.parameters())
     return ModelSize(parameters, forward_gflop_per_image(net, config, torch.device("meta")))
+
+
+CEILING_SHAPE = (16, 256, 32, 32)
+
+
+def conv_ceiling_gflops(
+    device: torch.device, dtype: torch.dtype, *, repeats: int = 5, shape: tuple = CEILING_SHAPE
+) -> float:
+    """GFLOP/s of a large 3x3 convolution (256 -> 256 channels, channels_last, no grad): what
+    this device reaches on the U-Net's main operation when nothing else is in the way. The best
+    of `repeats` timings after a warm-up, since the ceiling is a maximum."""
+    b, c, h, w = shape
+    x = torch.randn(shape, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    conv = torch.nn.Conv2d(c, c, 3, padding=1, bias=False).to(device=device, dtype=dtype)
+    conv = conv.to(memory_format=torch.channels_last)
+    flop = 2 * b * c * c * 9 * h * w
+    best = float("inf")
+    with torch.no_grad():
+        for i in range(repeats + 1):
+            _sync(device)
+            start = time.perf_counter()
+            conv(x)
+            _sync(device)
+            if i:
+                best = min(best, time.perf_counter() - start)
+    return flop / best / 1e9
 
 
 def _peak_memory(device: torch.device) -> tuple[float, str]:
@@ -129,11 +176,13 @@ def run_bench(
         _sync(device)
         sample_rate = batch_size / (time.perf_counter() - start)
         memory, kind = _peak_memory(device)
+        precision = resolve_precision(config.train.precision, device)
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
         return BenchResult(
             preset=preset,
             device=str(device),
             batch_size=batch_size,
-            precision=config.train.precision,
+            precision=precision,
             parameters=sum(p.numel() for p in net.parameters()),
             forward_gflop_per_image=forward_gflop_per_image(net, config, device),
             train_images_per_s=train_rate,
@@ -141,4 +190,5 @@ def run_bench(
             sample_images_per_s=sample_rate,
             peak_memory_mb=memory,
             peak_memory_kind=kind,
+            ceiling_gflops=conv_ceiling_gflops(device, dtype),
         )

@@ -95,7 +95,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.9999
     seed: int = 0
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # auto: bf16 autocast where the hardware has bf16 arithmetic (CPUs with AVX512-BF16 or AMX,
+    # CUDA GPUs that support it), else fp32; see ddpm.train.step.resolve_precision
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     compile: bool = False
     log_every: int = 50
     checkpoint_every: int = 1000

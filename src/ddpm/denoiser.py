@@ -13,6 +13,7 @@ from typing import Protocol
 import torch
 
 from .diffusion import Prediction, gather, x0_from_prediction
+from .precision import autocast_context
 from .schedules import Schedule
 
 
@@ -31,6 +32,7 @@ def make_denoiser(
     labels: torch.Tensor | None = None,
     null_label: int | None = None,
     guidance: float = 1.0,
+    precision: str = "auto",
 ) -> Denoiser:
     """Wrap `net` into a denoiser.
 
@@ -39,11 +41,17 @@ def make_denoiser(
     guidance: classifier-free guidance scale w (Ho & Salimans 2022): the raw output becomes
         out_null + w (out_cond - out_null); both are computed in one network call. w = 1 is plain
         conditional sampling; `null_label` is the network's "no class" index.
+    precision: the network call's autocast, as train.precision: "auto" is bf16 where the device
+        has fast bf16 arithmetic (ddpm.precision.resolve_precision), else fp32. The output is
+        cast to float32 before the prediction-type conversion, so only the network runs in bf16.
     """
     alpha_bar_by_device: dict[torch.device, torch.Tensor] = {}
     use_guidance = labels is not None and guidance != 1.0
     if use_guidance and null_label is None:
         raise ValueError("classifier-free guidance needs the network's null_label")
+
+    # conditional and null class, built once: every guided step is one network call on [2B]
+    both_labels = torch.cat([labels, torch.full_like(labels, null_label)]) if use_guidance else None
 
     def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         table = alpha_bar_by_device.get(x_t.device)
@@ -51,13 +59,16 @@ def make_denoiser(
             table = schedule.alpha_bar.to(device=x_t.device, dtype=torch.float32)
             alpha_bar_by_device[x_t.device] = table
         ab_t = gather(table, t, x_t.ndim)
+        with autocast_context(x_t.device, precision):
+            if use_guidance:
+                both = net(torch.cat([x_t, x_t]), torch.cat([t, t]), both_labels)
+            else:
+                output = net(x_t, t, labels)
         if use_guidance:
-            nulls = torch.full_like(labels, null_label)
-            both = net(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([labels, nulls])).float()
-            cond, uncond = both.chunk(2)
-            output = uncond + guidance * (cond - uncond)
+            cond, uncond = both.float().chunk(2)
+            output = torch.lerp(uncond, cond, guidance)  # uncond + w (cond - uncond)
         else:
-            output = net(x_t, t, labels).float()
+            output = output.float()
         x0 = x0_from_prediction(output, x_t.float(), ab_t, prediction)
         return x0.clamp(-1.0, 1.0) if clip else x0
 

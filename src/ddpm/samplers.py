@@ -25,7 +25,7 @@ from typing import Literal
 import torch
 
 from .denoiser import Denoiser
-from .diffusion import eps_from_x0, q_posterior
+from .diffusion import q_posterior
 from .schedules import Schedule
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
@@ -58,6 +58,29 @@ def randn_like(x: torch.Tensor, generator: Generators) -> torch.Tensor:
     return torch.stack(rows).to(x.device)
 
 
+def add_noise_(x: torch.Tensor, std: float, generator: Generators, buffer: torch.Tensor) -> None:
+    """x += std * z with z ~ N(0, I) drawn into `buffer` (shaped like x), so a sampler's step
+    allocates nothing; the same numbers as `randn_like(x, generator)`."""
+    if isinstance(generator, torch.Generator) or generator is None:
+        torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device, out=buffer)
+    elif len(generator) == x.shape[0] and all(g.device == x.device for g in generator):
+        for row, g in zip(buffer, generator):
+            torch.randn(x.shape[1:], generator=g, dtype=x.dtype, device=x.device, out=row)
+    else:
+        buffer.copy_(randn_like(x, generator))
+    x.add_(buffer, alpha=std)
+
+
+def _state_dtype(x_T: torch.Tensor) -> torch.dtype:
+    """The dtype a sampler keeps x_t in: x_T's, at least float32 (float64 stays float64)."""
+    return torch.promote_types(x_T.dtype, torch.float32)
+
+
+def _info(i: int, timesteps: Sequence[int], x: torch.Tensor, x0_hat: torch.Tensor) -> StepInfo:
+    """A callback's record; x_t is copied, since the sampler updates x in place afterwards."""
+    return StepInfo(i, len(timesteps), timesteps[i], x.clone(), x0_hat)
+
+
 def _alpha_bars(schedule: Schedule, timesteps: Sequence[int]) -> list[tuple[int, float, float]]:
     """(t, ab_t, ab_s) per step as Python floats, with ab_s = 1 after the last step."""
     ab = schedule.alpha_bar.tolist()
@@ -78,19 +101,22 @@ def sample_ancestral(
     """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2), respaced to any descending subsequence
     of timesteps (Nichol & Dhariwal 2021, Sec. 4): x_s ~ N(mu~(x0_hat, x_t), sigma^2) with sigma^2
     the posterior variance beta~ (default) or the step's beta' = 1 - ab_t / ab_s. No noise is added
-    on the last step."""
-    x = x_T.float()
+    on the last step. The update runs in place on one buffer: a step allocates nothing but what
+    the denoiser does."""
+    x = x_T.to(_state_dtype(x_T), copy=True)
     t_batch = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
+    noise = torch.empty_like(x)
     for i, (t, ab_t, ab_s) in enumerate(_alpha_bars(schedule, timesteps)):
         x0_hat = denoiser(x, t_batch.fill_(t))
         if callback is not None:
-            callback(StepInfo(i, len(timesteps), t, x, x0_hat))
-        mean, posterior_var = q_posterior(x0_hat, x, ab_t, ab_s)
-        if ab_s == 1.0:
-            x = mean
-            continue
-        var = posterior_var if variance == "beta_tilde" else 1 - ab_t / ab_s
-        x = mean + var**0.5 * randn_like(x, generator)
+            callback(_info(i, timesteps, x, x0_hat))
+        # the posterior mean's coefficients (q_posterior is linear in x0 and x_t)
+        coef_x0, posterior_var = q_posterior(1.0, 0.0, ab_t, ab_s)
+        coef_xt = q_posterior(0.0, 1.0, ab_t, ab_s)[0]
+        x.mul_(coef_xt).add_(x0_hat, alpha=coef_x0)
+        if ab_s != 1.0:
+            var = posterior_var if variance == "beta_tilde" else 1 - ab_t / ab_s
+            add_noise_(x, var**0.5, generator, noise)
     return x
 
 
@@ -106,20 +132,27 @@ def sample_ddim(
 ) -> torch.Tensor:
     """DDIM (Song et al. 2020, Eq. 12): x_s = sqrt(ab_s) x0_hat + sqrt(1 - ab_s - sigma^2) eps_hat
     + sigma z, with sigma = eta sqrt((1 - ab_s)/(1 - ab_t)) sqrt(1 - ab_t/ab_s) (Eq. 16).
-    eta = 0 is deterministic; eta = 1 equals the ancestral step with beta~."""
+    eta = 0 is deterministic; eta = 1 equals the ancestral step with beta~.
+
+    The step runs in place on two buffers (x and eps_hat): a step allocates nothing but what the
+    denoiser does. It keeps the (x0_hat, eps_hat) form, which does not carry x_t's rounding from
+    step to step (x_t = a x_t + b x0_hat would, amplified by up to 1/sqrt(ab) ~ 160)."""
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must be in [0, 1], got {eta}")
-    x = x_T.float()
+    x = x_T.to(_state_dtype(x_T), copy=True)
     t_batch = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
+    noise, eps_hat = torch.empty_like(x), torch.empty_like(x)
     for i, (t, ab_t, ab_s) in enumerate(_alpha_bars(schedule, timesteps)):
         x0_hat = denoiser(x, t_batch.fill_(t))
         if callback is not None:
-            callback(StepInfo(i, len(timesteps), t, x, x0_hat))
-        eps_hat = eps_from_x0(x, x0_hat, ab_t)
+            callback(_info(i, timesteps, x, x0_hat))
+        # eps_from_x0 in place: (x_t - sqrt(ab_t) x0_hat) / sqrt(1 - ab_t)
+        torch.add(x, x0_hat, alpha=-(ab_t**0.5), out=eps_hat).div_((1 - ab_t) ** 0.5)
         sigma = eta * ((1 - ab_s) / (1 - ab_t) * (1 - ab_t / ab_s)) ** 0.5
-        x = ab_s**0.5 * x0_hat + max(1 - ab_s - sigma**2, 0.0) ** 0.5 * eps_hat
+        c = max(1 - ab_s - sigma**2, 0.0) ** 0.5
+        torch.mul(x0_hat, ab_s**0.5, out=x).add_(eps_hat, alpha=c)
         if sigma > 0:
-            x = x + sigma * randn_like(x, generator)
+            add_noise_(x, sigma, generator, noise)
     return x
 
 

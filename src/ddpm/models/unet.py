@@ -129,6 +129,16 @@ class UNet(nn.Module):
                 self.up.append(Stage(layers))
         self.norm_out = nn.GroupNorm(groups, ch)
         self.conv_out = zero_init(nn.Conv2d(ch, in_channels, 3, padding=1))
+        self.memory_format = torch.contiguous_format
+
+    def use_memory_format(self, memory_format: torch.memory_format) -> UNet:
+        """Store the weights in `memory_format` (torch.channels_last or torch.contiguous_format)
+        and run every forward in it: inputs are converted once at the entry, every block keeps
+        the format, so no layer converts on the way. channels_last pays with cuDNN and large
+        convolutions; on CPUs, PyTorch's GroupNorm is several times slower in it (see the README,
+        Performance), so the trainer picks it per device. Loading a state dict keeps the format."""
+        self.memory_format = memory_format
+        return self.to(memory_format=memory_format)
 
     @property
     def null_label(self) -> int:
@@ -139,6 +149,7 @@ class UNet(nn.Module):
         self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None
     ) -> torch.Tensor:
         """x [B, C, H, W], t LongTensor [B], labels LongTensor [B] or None -> [B, C, H, W]."""
+        x = x.contiguous(memory_format=self.memory_format)
         emb = self.time_mlp(timestep_embedding(t, self.config.base_channels).to(x.dtype))
         if self.label_emb is not None:
             if labels is None:

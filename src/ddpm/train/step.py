@@ -5,7 +5,6 @@ Shared by the training loop and the benchmark, so `ddpm bench` times exactly wha
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 from collections.abc import Callable
@@ -18,9 +17,9 @@ from ..builders import build_model, build_schedule
 from ..config import RunConfig, TrainConfig
 from ..data import step_generator
 from ..diffusion import gather, training_loss
-from ..errors import DDPMError
 from ..models import UNet
-from .ema import ema_decay_at, update_ema
+from ..precision import autocast_context, preferred_memory_format, resolve_precision
+from .ema import ema_decay_at, ema_tensor_lists, lerp_ema
 
 
 def lr_at(step: int, train: TrainConfig) -> float:
@@ -33,15 +32,6 @@ def lr_at(step: int, train: TrainConfig) -> float:
         progress = min(1.0, (step - train.warmup_steps) / span)
         return train.lr * 0.5 * (1 + math.cos(math.pi * progress))
     return train.lr
-
-
-def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    if precision == "fp16" and device.type != "cuda":
-        raise DDPMError("train.precision=fp16 needs a CUDA device; use bf16 on the CPU")
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
 
 
 StepResult = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -77,8 +67,9 @@ def make_trainer(
     which does the same and also lowers its scale).
     """
     train, diff = config.train, config.diffusion
-    model = build_model(config).to(device)
+    model = build_model(config).to(device).use_memory_format(preferred_memory_format(device))
     ema = copy.deepcopy(model).requires_grad_(False).eval()
+    ema_pairs = ema_tensor_lists(ema, model)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=train.lr, weight_decay=train.weight_decay, fused=True
     )
@@ -94,6 +85,7 @@ def make_trainer(
     alpha_bar = build_schedule(config).alpha_bar.to(device=device, dtype=torch.float32)
     num_timesteps, null_label = config.diffusion.num_timesteps, model.null_label
     scaler = torch.amp.GradScaler(device.type, enabled=train.precision == "fp16")
+    precision = resolve_precision(train.precision, device)
 
     def step(n: int, x0: torch.Tensor, labels: torch.Tensor | None) -> StepResult:
         model.train()
@@ -114,7 +106,7 @@ def make_trainer(
             )
         else:
             labels = None
-        with autocast_context(device, train.precision):
+        with autocast_context(device, precision):
             losses = training_loss(
                 forward,
                 x0,
@@ -137,7 +129,7 @@ def make_trainer(
             optimizer.found_inf = (~finite).float()  # read by the fused kernel: skip if 1
         scaler.step(optimizer)
         scaler.update()
-        update_ema(ema, model, ema_decay_at(n, train.ema_decay))
+        lerp_ema(ema_pairs, ema_decay_at(n, train.ema_decay))
         return loss.detach(), grad_norm.detach(), finite
 
     return Trainer(model=model, ema=ema, optimizer=optimizer, step=step)
