@@ -143,7 +143,7 @@ def autocast(bf16: bool) -> contextlib.AbstractContextManager:
     return torch.autocast("cpu", torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
-def ddpm_system(spec: ModelSpec, precision: str) -> System:
+def ddpm_system(spec: ModelSpec, precision: str, *, channels_last: bool = False) -> System:
     from ddpm.denoiser import make_denoiser
     from ddpm.samplers import sample_ddim
     from ddpm.schedules import sampling_timesteps
@@ -151,6 +151,9 @@ def ddpm_system(spec: ModelSpec, precision: str) -> System:
     config = from_dict({"train": {"precision": precision}}, base=spec.config)
     torch.manual_seed(0)
     trainer = make_trainer(config, CPU)
+    if channels_last:  # not ddpm's CPU default (see the README, Performance); for the record
+        trainer.model.use_memory_format(torch.channels_last)
+        trainer.ema.use_memory_format(torch.channels_last)
     shape = (config.data.channels, config.data.image_size, config.data.image_size)
     x0 = torch.rand(spec.batch, *shape).mul(2).sub(1)
     counter = iter(range(10**9))
@@ -165,6 +168,7 @@ def ddpm_system(spec: ModelSpec, precision: str) -> System:
 
     net = build_model(config)
     label = "ddpm" if precision == "auto" else f"ddpm {precision}"
+    label += "+cl" if channels_last else ""
     return System(
         label,
         resolve_precision(precision, CPU),
@@ -267,6 +271,7 @@ def build_systems(spec: ModelSpec, names: list[str]) -> list[System]:
     makers = {
         "ddpm": lambda: ddpm_system(spec, "auto"),
         "ddpm-fp32": lambda: ddpm_system(spec, "fp32"),
+        "ddpm-bf16+cl": lambda: ddpm_system(spec, "bf16", channels_last=True),
         **{f"diffusers-{s}": (lambda s=s: diffusers_system(spec, s)) for s in ("fp32", "bf16", "bf16+cl")},
         **{f"lucidrains-{s}": (lambda s=s: lucidrains_system(spec, s)) for s in ("fp32", "bf16", "bf16+cl")},
     }  # fmt: skip
@@ -279,12 +284,15 @@ def timed(fn: Callable[[], None]) -> float:
     return time.perf_counter() - start
 
 
-def run(spec: ModelSpec, systems: list[System], *, rounds: int, train_steps: int) -> None:
-    batch = spec.batch
+def run(
+    spec: ModelSpec, systems: list[System], *, rounds: int, train_steps: int, what: str
+) -> None:
+    batch, do_train, do_sample = spec.batch, what in ("train", "both"), what in ("sample", "both")
     for system in systems:  # warm-up: first-touch allocations, oneDNN primitive creation
-        for _ in range(2):
+        for _ in range(2 if do_train else 0):
             system.train_step()
-        system.sample(batch)
+        if do_sample:
+            system.sample(batch)
     train = {s.name: [] for s in systems}
     sample = {s.name: [] for s in systems}
     ceilings = {"fp32": [], "bf16": []}
@@ -292,9 +300,11 @@ def run(spec: ModelSpec, systems: list[System], *, rounds: int, train_steps: int
         ceilings["fp32"].append(conv_ceiling_gflops(CPU, torch.float32))
         ceilings["bf16"].append(conv_ceiling_gflops(CPU, torch.bfloat16))
         for system in systems:
-            seconds = timed(lambda s=system: [s.train_step() for _ in range(train_steps)])
-            train[system.name].append(train_steps * batch / seconds)
-            sample[system.name].append(batch / timed(lambda s=system: s.sample(batch)))
+            if do_train:
+                seconds = timed(lambda s=system: [s.train_step() for _ in range(train_steps)])
+                train[system.name].append(train_steps * batch / seconds)
+            if do_sample:
+                sample[system.name].append(batch / timed(lambda s=system: s.sample(batch)))
         print(f"round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
     ceiling = {k: max(v) for k, v in ceilings.items()}
     print(f"ceilings (3x3 conv 256->256 ch, 32x32, batch 16, channels_last; best of {rounds}): "
@@ -303,12 +313,8 @@ def run(spec: ModelSpec, systems: list[System], *, rounds: int, train_steps: int
 
 
 def report(systems, train, sample, ceiling, batch) -> None:
-    med = lambda values: statistics.median(values)  # noqa: E731
+    med = lambda values: statistics.median(values) if values else float("nan")  # noqa: E731
     ddpm_train, ddpm_sample = med(train["ddpm"]), med(sample["ddpm"])
-    best = {}
-    for s in systems:
-        family = s.name.split()[0]
-        best[family] = max(best.get(family, 0.0), med(train[s.name]))
     print(f"batch {batch}; training images/s, DDIM-{SAMPLE_STEPS} images/s; ratio = ddpm / this row "
           f"(median of rounds); % = achieved GFLOP/s of that precision's ceiling")  # fmt: skip
     header = (f"{'system':22s} {'params':>7s} {'GFLOP/img':>9s} {'train/s':>8s} {'x ddpm':>7s} "
@@ -321,10 +327,13 @@ def report(systems, train, sample, ceiling, batch) -> None:
         print(f"{s.name:22s} {s.parameters / 1e6:6.2f}M {s.gflop_per_image:9.3f} {tr:8.2f} "
               f"{ddpm_train / tr:6.2f}x {tr_gf:7.0f} {tr_gf / top:5.0%} {sa:7.3f} "
               f"{ddpm_sample / sa:6.2f}x {sa_gf:7.0f} {sa_gf / top:5.0%}")  # fmt: skip
-    for family in best:
-        if family != "ddpm":
-            print(f"ddpm training vs {family} at its best measured setting: "
-                  f"{ddpm_train / best[family]:.2f}x")  # fmt: skip
+    for task, rates in (("training", train), (f"DDIM-{SAMPLE_STEPS} sampling", sample)):
+        for family in ("diffusers", "lucidrains"):
+            values = [med(rates[s.name]) for s in systems if s.name.split()[0] == family]
+            values = [v for v in values if v == v]  # measured rows only
+            if values and rates["ddpm"]:
+                print(f"ddpm {task} vs {family} at its best measured setting: "
+                      f"{med(rates['ddpm']) / max(values):.2f}x")  # fmt: skip
 
 
 def memory_child(model: str, name: str, batch: int, steps: int) -> None:
@@ -360,6 +369,7 @@ def main() -> None:
     parser.add_argument("--systems", default=DEFAULT_SYSTEMS)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--train-steps", type=int, default=None, help="per timed window")
+    parser.add_argument("--what", choices=["train", "sample", "both"], default="both")
     parser.add_argument("--memory", action="store_true", help="peak training memory instead")
     parser.add_argument("--batch", type=int, default=None)
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
@@ -379,7 +389,7 @@ def main() -> None:
           f"CPU capability {torch.backends.cpu.get_cpu_capability()}; model {args.model}")  # fmt: skip
     systems = build_systems(spec, names)
     steps = args.train_steps or (3 if args.model == "cifar10" else 8)
-    run(spec, systems, rounds=args.rounds, train_steps=steps)
+    run(spec, systems, rounds=args.rounds, train_steps=steps, what=args.what)
 
 
 if __name__ == "__main__":
