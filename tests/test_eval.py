@@ -139,7 +139,7 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 def test_eval_writes_every_metric_with_its_provenance(tiny_run, featnet_file, capsys):
     args = ["eval", "--run", str(tiny_run), "--features", str(featnet_file), "--n", "40"]
     args += ["--sampler", "ddim", "--steps", "3", "--bpd-n", "8", "--bpd-timesteps", "4"]
-    args += ["--metrics", "fid,is,kid,pr,bpd,val-loss", "--quiet"]
+    args += ["--metrics", "fid,is,kid,pr,bpd,val-loss", "--precision", "fp32", "--quiet"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "features computed and cached" in out
@@ -151,7 +151,7 @@ def test_eval_writes_every_metric_with_its_provenance(tiny_run, featnet_file, ca
         fid["sampler"],
         fid["steps"],
     ) == ("ddim", "3")
-    assert fid["samples"].endswith("step6-ddim-3-uniform-n40-seed0.npz")
+    assert fid["samples"].endswith("step6-ddim-3-uniform-n40-seed0-fp32.npz")
     assert (fid["nfe"], fid["n"], fid["seed"], fid["checkpoint_step"]) == ("3", "40", "0", "6")
     assert fid["reference"] == "digits:test:297"
     assert float(by_metric["bpd"]["value"]) > 0 and float(by_metric["bpd"]["spread"]) > 0

@@ -13,7 +13,7 @@ from ddpm.builders import build_model, build_schedule
 from ddpm.config import from_dict
 from ddpm.denoiser import make_denoiser
 from ddpm.precision import has_fast_bf16, resolve_precision
-from ddpm.samplers import sample_ddim
+from ddpm.samplers import SAMPLERS, sample_ddim
 from ddpm.schedules import sampling_timesteps
 from ddpm.train.ema import ema_tensor_lists, lerp_ema, update_ema
 
@@ -102,13 +102,39 @@ def test_cached_ema_lists_update_like_update_ema(decay):
         assert torch.equal(x, y), name
 
 
-def test_sampler_callbacks_receive_copies_of_x_t():
-    """The samplers update x_t in place; a callback that keeps x_t must see each step's value."""
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_sampler_callbacks_receive_copies_of_x_t_and_x_T_is_untouched(name):
+    """The samplers update x_t in place; a callback that keeps x_t must see each step's value,
+    and the caller's x_T must come back unchanged."""
     schedule, kept = build_schedule(CONFIG), []
     x_T = torch.randn(2, 3, 8, 8)
+    original = x_T.clone()
     denoiser = make_denoiser(random_net(), schedule, precision="fp32")
     timesteps = sampling_timesteps(schedule, 4, "uniform")
     with torch.inference_mode():
-        sample_ddim(denoiser, x_T, schedule, timesteps, callback=lambda info: kept.append(info.x_t))
-    assert torch.equal(kept[0], x_T)
-    assert all(not torch.equal(a, b) for a, b in zip(kept, kept[1:]))
+        SAMPLERS[name](
+            denoiser, x_T, schedule, timesteps, generator=torch.Generator().manual_seed(0),
+            callback=lambda info: kept.append(info.x_t),
+        )  # fmt: skip
+    assert torch.equal(x_T, original)
+    assert torch.allclose(kept[0], x_T, atol=1e-5)
+    assert len(kept) == 4 and all(not torch.equal(a, b) for a, b in zip(kept, kept[1:]))
+
+
+def test_generate_samples_at_the_asked_precision():
+    """generate()'s precision argument, else the config's sample.precision, reaches the network."""
+    from dataclasses import replace
+
+    from ddpm.errors import DDPMError
+    from ddpm.generate import generate
+
+    net, schedule = random_net(), build_schedule(CONFIG)
+    kwargs = dict(n=4, sampler="ddim", steps=5, labels=torch.tensor([0, 1, 2, 0]), progress=False)
+    fp32 = generate(net, schedule, CONFIG, precision="fp32", **kwargs)
+    bf16 = generate(net, schedule, CONFIG, precision="bf16", **kwargs)
+    pinned = replace(CONFIG, sample=replace(CONFIG.sample, precision="fp32"))
+    assert torch.equal(generate(net, schedule, pinned, **kwargs), fp32)
+    assert not torch.equal(bf16, fp32)
+    assert (bf16 - fp32).abs().mean() < 0.005
+    with pytest.raises(DDPMError, match="unknown precision"):
+        generate(net, schedule, CONFIG, precision="fp64", **kwargs)

@@ -26,7 +26,8 @@ class BenchResult:
     preset: str
     device: str
     batch_size: int
-    precision: str
+    precision: str  # training's, resolved for the device
+    sample_precision: str
     parameters: int
     forward_gflop_per_image: float
     train_images_per_s: float
@@ -34,7 +35,8 @@ class BenchResult:
     sample_images_per_s: float
     peak_memory_mb: float
     peak_memory_kind: str
-    ceiling_gflops: float  # a large 3x3 convolution at this precision on this device
+    ceiling_gflops: float  # a large 3x3 convolution at the training precision on this device
+    sample_ceiling_gflops: float  # the same at the sampling precision
 
     @property
     def train_gflops(self) -> float:
@@ -55,7 +57,7 @@ class BenchResult:
     def lines(self) -> list[str]:
         return [
             f"preset: {self.preset}  device: {self.device}  batch: {self.batch_size}  "
-            f"precision: {self.precision}",
+            f"precision: train {self.precision}, sample {self.sample_precision}",
             f"parameters: {self.parameters:,}",
             f"forward: {self.forward_gflop_per_image:.4f} GFLOP/image",
             f"ceiling: {self.ceiling_gflops:.0f} GFLOP/s ({self.precision} 3x3 convolution, "
@@ -63,7 +65,8 @@ class BenchResult:
             f"train: {self.train_images_per_s:.1f} images/s, {self.train_gflops:.0f} GFLOP/s "
             f"({self.train_gflops / self.ceiling_gflops:.0%} of the ceiling)",
             f"sample ddim-{self.sample_steps}: {self.sample_images_per_s:.1f} images/s, "
-            f"{self.sample_gflops:.0f} GFLOP/s ({self.sample_gflops / self.ceiling_gflops:.0%} of the ceiling)",
+            f"{self.sample_gflops:.0f} GFLOP/s ({self.sample_gflops / self.sample_ceiling_gflops:.0%} "
+            f"of the {self.sample_precision} ceiling)",
             f"peak memory: {self.peak_memory_mb:.0f} MB ({self.peak_memory_kind})",
         ]
 
@@ -177,12 +180,15 @@ def run_bench(
         sample_rate = batch_size / (time.perf_counter() - start)
         memory, kind = _peak_memory(device)
         precision = resolve_precision(config.train.precision, device)
-        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        sample_precision = resolve_precision(config.sample.precision, device)
+        dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+        ceiling = conv_ceiling_gflops(device, dtypes[precision])
         return BenchResult(
             preset=preset,
             device=str(device),
             batch_size=batch_size,
             precision=precision,
+            sample_precision=sample_precision,
             parameters=sum(p.numel() for p in net.parameters()),
             forward_gflop_per_image=forward_gflop_per_image(net, config, device),
             train_images_per_s=train_rate,
@@ -190,5 +196,8 @@ def run_bench(
             sample_images_per_s=sample_rate,
             peak_memory_mb=memory,
             peak_memory_kind=kind,
-            ceiling_gflops=conv_ceiling_gflops(device, dtype),
+            ceiling_gflops=ceiling,
+            sample_ceiling_gflops=ceiling
+            if sample_precision == precision
+            else conv_ceiling_gflops(device, dtypes[sample_precision]),
         )

@@ -14,7 +14,7 @@ import yaml
 
 from .cli_eval import add_commands as add_eval_commands
 from .cli_sampling import add_commands as add_sampling_commands
-from .cli_sampling import add_guidance_options
+from .cli_sampling import add_guidance_options, add_precision_option
 from .config import (
     RESUMABLE_KEYS,
     RunConfig,
@@ -143,6 +143,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         labels=class_labels(args.class_label, args.n),
         guidance=args.guidance,
+        precision=args.precision,
         callback=recorder,
         progress=not args.quiet,
     )
@@ -230,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="timestep spacing (default: the sampler's own, heun: karras; others: sample.spacing)",
     )
     add_guidance_options(sample)
+    add_precision_option(sample)
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--out", default="samples.png", metavar="GRID.png")
     sample.add_argument("--npz", metavar="FILE.npz", help="also write arr_0: uint8 [N, H, W, C]")

@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from .cli_sampling import add_precision_option
 from .config import DataConfig, load_preset, preset_names
 from .data import DATASETS
 from .errors import DDPMError
@@ -29,9 +30,13 @@ def _generated_samples(args: argparse.Namespace, run, out_dir: Path):
     images [N, C, H, W], the .npz they are in)."""
     from .generate import generate, resolve_spacing, to_uint8
     from .metrics.sample_files import load_samples, save_npz
+    from .precision import resolve_precision
 
     spacing = resolve_spacing(args.sampler, run.config, args.spacing)
-    name = f"step{run.step}-{args.sampler}-{args.steps}-{spacing}-n{args.n}-seed{args.seed}.npz"
+    device = next(run.net.parameters()).device
+    precision = resolve_precision(args.precision or run.config.sample.precision, device)
+    name = (f"step{run.step}-{args.sampler}-{args.steps}-{spacing}-n{args.n}-seed{args.seed}"
+            f"-{precision}.npz")  # fmt: skip
     path = out_dir / "samples" / name
     if path.is_file():
         print(f"samples: reusing {path}")
@@ -39,7 +44,8 @@ def _generated_samples(args: argparse.Namespace, run, out_dir: Path):
     started = time.perf_counter()
     images = generate(
         run.net, run.schedule, run.config, n=args.n, seed=args.seed, sampler=args.sampler,
-        steps=args.steps, spacing=spacing, batch_size=args.batch_size, progress=not args.quiet,
+        steps=args.steps, spacing=spacing, batch_size=args.batch_size, precision=precision,
+        progress=not args.quiet,
     )  # fmt: skip
     images = to_uint8(images)
     save_npz(images, path)
@@ -248,6 +254,7 @@ def add_commands(sub: argparse._SubParsersAction, *, device: dict) -> None:
     evaluate.add_argument("--steps", type=int, default=20)
     evaluate.add_argument("--spacing", choices=SPACINGS, default=None)
     evaluate.add_argument("--seed", type=int, default=0)
+    add_precision_option(evaluate)
     evaluate.add_argument(
         "--features",
         default="inception",

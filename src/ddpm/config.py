@@ -96,7 +96,7 @@ class TrainConfig:
     ema_decay: float = 0.9999
     seed: int = 0
     # auto: bf16 autocast where the hardware has bf16 arithmetic (CPUs with AVX512-BF16 or AMX,
-    # CUDA GPUs that support it), else fp32; see ddpm.train.step.resolve_precision
+    # CUDA GPUs that support it), else fp32; see ddpm.precision.resolve_precision
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     compile: bool = False
     log_every: int = 50
@@ -130,6 +130,8 @@ class SampleConfig:
     eta: float = 0.0
     spacing: Literal["uniform", "quadratic", "trailing", "karras"] = "uniform"
     batch_size: int = 256
+    # the network's autocast while sampling; auto as train.precision (bf16 where it is fast)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
 
     def __post_init__(self) -> None:
         _require(
@@ -166,6 +168,7 @@ RESUMABLE_KEYS = {
     "sample.eta",
     "sample.spacing",
     "sample.batch_size",
+    "sample.precision",
 }
 
 

@@ -111,13 +111,14 @@ def _counted_denoiser(
     config: RunConfig,
     labels: torch.Tensor | None,
     guidance: float,
+    precision: str,
     bar: tqdm,
 ) -> Denoiser:
     """The run's denoiser for one batch, advancing the progress bar by one per evaluation."""
     d = config.diffusion
     denoiser = make_denoiser(
         net, schedule, prediction=d.prediction, clip=d.clip_denoised, labels=labels,
-        null_label=net.null_label, guidance=guidance,
+        null_label=net.null_label, guidance=guidance, precision=precision,
     )  # fmt: skip
 
     def counted(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -142,6 +143,7 @@ def generate(
     batch_size: int | None = None,
     labels: torch.Tensor | None = None,
     guidance: float = 1.0,
+    precision: str | None = None,
     noise: torch.Tensor | None = None,
     callback: Callable[[StepInfo], None] | None = None,
     progress: bool = True,
@@ -152,10 +154,13 @@ def generate(
     stochastic sampler adds come from generators keyed by (seed, i). `noise` [n, C, H, W] replaces
     the seeded starting noise (interpolation). labels: LongTensor [n] for a class-conditional
     model, with classifier-free `guidance` (see `make_denoiser`). Defaults come from
-    config.sample; the spacing defaults to the sampler's own grid (heun: Karras et al.'s rho = 7).
+    config.sample (precision: the network's autocast, "auto" | "fp32" | "bf16" | "fp16", see
+    ddpm.precision.resolve_precision); the spacing defaults to the sampler's own grid (heun:
+    Karras et al.'s rho = 7).
     """
     s = config.sample
     sampler, steps = sampler or s.sampler, steps or s.steps
+    precision = precision or s.precision
     if sampler not in SAMPLERS:
         raise DDPMError(f"unknown sampler {sampler!r}; known: {', '.join(SAMPLERS)}")
     if n < 1:
@@ -179,7 +184,7 @@ def generate(
     for start in range(0, n, batch_size):
         count = min(batch_size, n - start)
         batch_labels = labels[start : start + count].to(device) if labels is not None else None
-        denoiser = _counted_denoiser(net, schedule, config, batch_labels, guidance, bar)
+        denoiser = _counted_denoiser(net, schedule, config, batch_labels, guidance, precision, bar)
         if noise is None:
             x_T = initial_noise(count, shape, seed=seed, start=start, device=device)
         else:

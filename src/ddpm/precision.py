@@ -12,6 +12,8 @@ import torch
 
 from .errors import DDPMError
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
 
 def has_fast_bf16(device: torch.device) -> bool:
     """Whether `device` does bf16 arithmetic natively (so bf16 autocast is faster than fp32):
@@ -26,6 +28,8 @@ def has_fast_bf16(device: torch.device) -> bool:
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     """ "auto" -> "bf16" on devices with fast bf16 arithmetic, else "fp32"; others unchanged."""
+    if precision not in PRECISIONS:
+        raise DDPMError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
     if precision != "auto":
         return precision
     return "bf16" if has_fast_bf16(device) else "fp32"
@@ -44,6 +48,6 @@ def autocast_context(device: torch.device, precision: str) -> contextlib.Abstrac
     if precision == "fp32":
         return contextlib.nullcontext()
     if precision == "fp16" and device.type != "cuda":
-        raise DDPMError("train.precision=fp16 needs a CUDA device; use bf16 on the CPU")
+        raise DDPMError("precision fp16 needs a CUDA device; use bf16 on the CPU")
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device.type, dtype=dtype)

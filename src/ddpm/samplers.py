@@ -171,29 +171,34 @@ def _dpmpp_2m(
     generator: Generators,
     callback: Callback | None,
 ) -> torch.Tensor:
-    """DPM-Solver++(2M) and its SDE variant in one loop; see the two public functions."""
-    x = x_T.float()
+    """DPM-Solver++(2M) and its SDE variant in one loop; see the two public functions. The step
+    runs in place on x and two buffers (D, noise); the previous x0_hat is the denoiser's own
+    output, kept by reference."""
+    x = x_T.to(_state_dtype(x_T), copy=True)
     t_batch = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
+    d, noise = torch.empty_like(x), torch.empty_like(x)
     previous: tuple[torch.Tensor, float] | None = None  # (x0_hat, h) of the step before
     for i, (t, ab_t, ab_s) in enumerate(_alpha_bars(schedule, timesteps)):
         x0_hat = denoiser(x, t_batch.fill_(t))
         if callback is not None:
-            callback(StepInfo(i, len(timesteps), t, x, x0_hat))
+            callback(_info(i, timesteps, x, x0_hat))
         if ab_s == 1.0:  # to sigma = 0: lambda = inf, the first-order step lands on x0_hat
-            return x0_hat
+            return x0_hat.to(x.dtype)
         h = _log_snr(ab_s) - _log_snr(ab_t)
-        d = x0_hat
         # second order, extrapolating with the previous x0_hat (r = h_prev / h), except on the
         # first step and on the step into the last timestep (lower-order final)
         if previous is not None and i < len(timesteps) - 2:
-            d = x0_hat + (x0_hat - previous[0]) * (h / (2 * previous[1]))
+            # D = x0_hat + (x0_hat - x0_hat_prev) h / (2 h_prev)
+            torch.sub(x0_hat, previous[0], out=d).mul_(h / (2 * previous[1])).add_(x0_hat)
+        else:
+            d.copy_(x0_hat)
         sigma_ratio, alpha_s = ((1 - ab_s) / (1 - ab_t)) ** 0.5, ab_s**0.5
         if stochastic:
             weight = -math.expm1(-2 * h)  # 1 - exp(-2h)
-            x = sigma_ratio * math.exp(-h) * x + alpha_s * weight * d
-            x = x + (1 - ab_s) ** 0.5 * weight**0.5 * randn_like(x, generator)
+            x.mul_(sigma_ratio * math.exp(-h)).add_(d, alpha=alpha_s * weight)
+            add_noise_(x, (1 - ab_s) ** 0.5 * weight**0.5, generator, noise)
         else:
-            x = sigma_ratio * x - alpha_s * math.expm1(-h) * d
+            x.mul_(sigma_ratio).add_(d, alpha=-alpha_s * math.expm1(-h))
         previous = (x0_hat, h)
     return x
 
@@ -269,24 +274,30 @@ def sample_heun(
     """
     ab = schedule.alpha_bar.tolist()
     sigmas = [((1 - ab[t]) / ab[t]) ** 0.5 for t in timesteps] + [0.0]
-    t_batch = torch.empty(x_T.shape[0], dtype=torch.long, device=x_T.device)
+    scales = [ab[t] ** 0.5 for t in timesteps]  # x_t = scale * x
+    x = x_T.to(_state_dtype(x_T), copy=True).div_(scales[0])
+    t_batch = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
+    # in place on x and four buffers: a step allocates nothing but what the denoiser does
+    x_in, x_next, slope, correction = (torch.empty_like(x) for _ in range(4))
 
     def denoise(x: torch.Tensor, i: int) -> torch.Tensor:
-        return denoiser(x * ab[timesteps[i]] ** 0.5, t_batch.fill_(timesteps[i]))
+        return denoiser(torch.mul(x, scales[i], out=x_in), t_batch.fill_(timesteps[i]))
 
-    x = x_T.float() / ab[timesteps[0]] ** 0.5
     for i, t in enumerate(timesteps):
         x0_hat = denoise(x, i)
         if callback is not None:
-            callback(StepInfo(i, len(timesteps), t, x * ab[t] ** 0.5, x0_hat))
-        slope = (x - x0_hat) / sigmas[i]
-        # Euler x + (sigma' - sigma) slope, written so that sigma' = 0 gives x0_hat exactly
-        # (x itself can be ~1e4 on the first step, and float32 would cancel badly)
-        x_next = x0_hat + (sigmas[i + 1] / sigmas[i]) * (x - x0_hat)
+            callback(StepInfo(i, len(timesteps), t, x * scales[i], x0_hat))
+        # Euler x + (sigma' - sigma) slope, written x0_hat + (sigma' / sigma) (x - x0_hat) so that
+        # sigma' = 0 gives x0_hat exactly (x itself can be ~1e4 on the first step, and float32
+        # would cancel badly)
+        torch.sub(x, x0_hat, out=x_next).mul_(sigmas[i + 1] / sigmas[i]).add_(x0_hat)
         if sigmas[i + 1] > 0:
-            slope_next = (x_next - denoise(x_next, i + 1)) / sigmas[i + 1]
-            x_next = x_next + (sigmas[i + 1] - sigmas[i]) * 0.5 * (slope_next - slope)
-        x = x_next
+            torch.sub(x, x0_hat, out=slope).div_(sigmas[i])
+            x0_next = denoise(x_next, i + 1)
+            # x_next += (sigma' - sigma) / 2 (slope' - slope), slope' = (x_next - x0_next) / sigma'
+            torch.sub(x_next, x0_next, out=correction).div_(sigmas[i + 1]).sub_(slope)
+            x_next.add_(correction, alpha=(sigmas[i + 1] - sigmas[i]) * 0.5)
+        x, x_next = x_next, x
     return x
 
 

@@ -89,6 +89,7 @@ def run_sweep(
     n: int,
     seed: int = 0,
     batch_size: int | None = None,
+    precision: str | None = None,
     progress: bool = True,
     features: str | None = None,
     on_row: Callable[[list[SweepRow]], None] | None = None,
@@ -103,7 +104,7 @@ def run_sweep(
         start = time.perf_counter()
         images = generate(
             run.net, run.schedule, run.config, n=n, seed=seed, sampler=sampler, steps=steps,
-            batch_size=batch_size, progress=progress,
+            batch_size=batch_size, precision=precision, progress=progress,
         )  # fmt: skip
         seconds = time.perf_counter() - start
         score = score_of(to_uint8(images))
