@@ -14,7 +14,7 @@ import yaml
 
 from .cli_eval import add_commands as add_eval_commands
 from .cli_sampling import add_commands as add_sampling_commands
-from .cli_sampling import add_guidance_options, add_precision_option
+from .cli_sampling import add_guidance_options, add_network_options
 from .config import (
     RESUMABLE_KEYS,
     RunConfig,
@@ -144,6 +144,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         labels=class_labels(args.class_label, args.n),
         guidance=args.guidance,
         precision=args.precision,
+        compile=args.compile,
         callback=recorder,
         progress=not args.quiet,
     )
@@ -231,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="timestep spacing (default: the sampler's own, heun: karras; others: sample.spacing)",
     )
     add_guidance_options(sample)
-    add_precision_option(sample)
+    add_network_options(sample)
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--out", default="samples.png", metavar="GRID.png")
     sample.add_argument("--npz", metavar="FILE.npz", help="also write arr_0: uint8 [N, H, W, C]")

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from .cli_sampling import add_precision_option
+from .cli_sampling import add_network_options
 from .config import DataConfig, load_preset, preset_names
 from .data import DATASETS
 from .errors import DDPMError
@@ -45,7 +45,7 @@ def _generated_samples(args: argparse.Namespace, run, out_dir: Path):
     images = generate(
         run.net, run.schedule, run.config, n=args.n, seed=args.seed, sampler=args.sampler,
         steps=args.steps, spacing=spacing, batch_size=args.batch_size, precision=precision,
-        progress=not args.quiet,
+        compile=args.compile, progress=not args.quiet,
     )  # fmt: skip
     images = to_uint8(images)
     save_npz(images, path)
@@ -254,7 +254,7 @@ def add_commands(sub: argparse._SubParsersAction, *, device: dict) -> None:
     evaluate.add_argument("--steps", type=int, default=20)
     evaluate.add_argument("--spacing", choices=SPACINGS, default=None)
     evaluate.add_argument("--seed", type=int, default=0)
-    add_precision_option(evaluate)
+    add_network_options(evaluate)
     evaluate.add_argument(
         "--features",
         default="inception",

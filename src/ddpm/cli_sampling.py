@@ -27,12 +27,18 @@ def add_guidance_options(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def add_precision_option(parser: argparse.ArgumentParser) -> None:
-    """--precision: the network's autocast while sampling (default: the run's sample.precision)."""
+def add_network_options(parser: argparse.ArgumentParser) -> None:
+    """--precision (the network's autocast while sampling) and --compile (torch.compile it);
+    defaults: the run's sample.precision and sample.compile."""
     parser.add_argument(
         "--precision", choices=PRECISIONS, default=None,
         help="network precision while sampling (default: the run's sample.precision, auto: "
         "bf16 on CPUs with AVX512-BF16/AMX and on bf16 GPUs, else fp32)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--compile", action=argparse.BooleanOptionalAction, default=None,
+        help="torch.compile the network: about a minute first, then faster steps; pays for long "
+        "jobs (default: the run's sample.compile; falls back to eager if compiling fails)",
     )  # fmt: skip
 
 
@@ -68,7 +74,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         run.net, run.schedule, run.config, n=args.frames, sampler=args.sampler, steps=args.steps,
         eta=0.0 if args.sampler == "ddim" else None, spacing=args.spacing, noise=noise,
         labels=class_labels(args.class_label, args.frames), guidance=args.guidance,
-        precision=args.precision, progress=not args.quiet,
+        precision=args.precision, compile=args.compile, progress=not args.quiet,
     )  # fmt: skip
     spacing = resolve_spacing(args.sampler, run.config, args.spacing)
     print(sampler_summary(args.sampler, args.steps, spacing, guided=args.guidance != 1.0))
@@ -103,7 +109,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     run_sweep(
         run, plan, n=args.n, seed=args.seed, batch_size=args.batch_size,
-        precision=args.precision, progress=not args.quiet, features=args.features, on_row=save,
+        precision=args.precision, compile=args.compile, progress=not args.quiet,
+        features=args.features, on_row=save,
     )  # fmt: skip
     print(f"csv: {csv_path}\nplot: {png_path}")
     return 0
@@ -119,7 +126,7 @@ def add_commands(sub: argparse._SubParsersAction, *, device: dict) -> None:
     interp.add_argument("--steps", type=int, default=50)
     interp.add_argument("--spacing", choices=SPACINGS, default=None)
     add_guidance_options(interp)
-    add_precision_option(interp)
+    add_network_options(interp)
     interp.add_argument("--out", default="interpolation.png", metavar="STRIP.png")
     interp.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
     interp.add_argument("--device", **device)
@@ -141,7 +148,7 @@ def add_commands(sub: argparse._SubParsersAction, *, device: dict) -> None:
     sweep.add_argument("--out", metavar="DIR", help="where sweep.csv and sweep.png go "
                        "(default: RUN/sweep)")  # fmt: skip
     sweep.add_argument("--batch-size", type=int, default=None)
-    add_precision_option(sweep)
+    add_network_options(sweep)
     sweep.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
     sweep.add_argument("--device", **device)
     sweep.add_argument("--quiet", action="store_true")

@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from .builders import build_model, build_schedule
 from .checkpoint import Checkpoint, load_checkpoint, load_latest
+from .compiling import CompiledNetwork
 from .config import RunConfig, from_dict
 from .data import seeded_generator
 from .denoiser import Denoiser, make_denoiser
@@ -106,7 +107,8 @@ def resolve_spacing(sampler: str, config: RunConfig, spacing: str | None = None)
 
 
 def _counted_denoiser(
-    net: UNet,
+    net: UNet | CompiledNetwork,
+    null_label: int | None,
     schedule: Schedule,
     config: RunConfig,
     labels: torch.Tensor | None,
@@ -118,7 +120,7 @@ def _counted_denoiser(
     d = config.diffusion
     denoiser = make_denoiser(
         net, schedule, prediction=d.prediction, clip=d.clip_denoised, labels=labels,
-        null_label=net.null_label, guidance=guidance, precision=precision,
+        null_label=null_label, guidance=guidance, precision=precision,
     )  # fmt: skip
 
     def counted(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -144,6 +146,7 @@ def generate(
     labels: torch.Tensor | None = None,
     guidance: float = 1.0,
     precision: str | None = None,
+    compile: bool | None = None,
     noise: torch.Tensor | None = None,
     callback: Callable[[StepInfo], None] | None = None,
     progress: bool = True,
@@ -155,12 +158,14 @@ def generate(
     the seeded starting noise (interpolation). labels: LongTensor [n] for a class-conditional
     model, with classifier-free `guidance` (see `make_denoiser`). Defaults come from
     config.sample (precision: the network's autocast, "auto" | "fp32" | "bf16" | "fp16", see
-    ddpm.precision.resolve_precision); the spacing defaults to the sampler's own grid (heun:
+    ddpm.precision.resolve_precision; compile: torch.compile the network once for all batches,
+    ddpm.compiling); the spacing defaults to the sampler's own grid (heun:
     Karras et al.'s rho = 7).
     """
     s = config.sample
     sampler, steps = sampler or s.sampler, steps or s.steps
     precision = precision or s.precision
+    compile = s.compile if compile is None else compile
     if sampler not in SAMPLERS:
         raise DDPMError(f"unknown sampler {sampler!r}; known: {', '.join(SAMPLERS)}")
     if n < 1:
@@ -180,11 +185,14 @@ def generate(
         unit="NFE",
         disable=not progress,
     )
+    network = CompiledNetwork(net) if compile else net  # one compilation for every batch
     out = []
     for start in range(0, n, batch_size):
         count = min(batch_size, n - start)
         batch_labels = labels[start : start + count].to(device) if labels is not None else None
-        denoiser = _counted_denoiser(net, schedule, config, batch_labels, guidance, precision, bar)
+        denoiser = _counted_denoiser(
+            network, net.null_label, schedule, config, batch_labels, guidance, precision, bar
+        )
         if noise is None:
             x_T = initial_noise(count, shape, seed=seed, start=start, device=device)
         else:

@@ -90,6 +90,7 @@ def run_sweep(
     seed: int = 0,
     batch_size: int | None = None,
     precision: str | None = None,
+    compile: bool | None = None,
     progress: bool = True,
     features: str | None = None,
     on_row: Callable[[list[SweepRow]], None] | None = None,
@@ -104,7 +105,7 @@ def run_sweep(
         start = time.perf_counter()
         images = generate(
             run.net, run.schedule, run.config, n=n, seed=seed, sampler=sampler, steps=steps,
-            batch_size=batch_size, precision=precision, progress=progress,
+            batch_size=batch_size, precision=precision, compile=compile, progress=progress,
         )  # fmt: skip
         seconds = time.perf_counter() - start
         score = score_of(to_uint8(images))

@@ -103,7 +103,13 @@ class ConvNeXtBlock(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention over all H*W positions via scaled_dot_product_attention, residual."""
+    """Multi-head self-attention over all H*W positions via scaled_dot_product_attention, residual.
+
+    The projections are 1x1 convolutions in the parameters (checkpoints keep their shapes) but run
+    as matrix products on the [B, HW, C] tokens, so q, k and v have a contiguous head dimension:
+    that is what the fused (flash) attention kernels take; strided inputs fall back to the
+    unfused math path, twice as slow on the CPU.
+    """
 
     def __init__(self, ch: int, *, head_dim: int, groups: int):
         super().__init__()
@@ -114,11 +120,22 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
         b, c, h, w = x.shape
-        qkv = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w)
-        q, k, v = qkv.transpose(-1, -2).unbind(1)  # each [B, heads, HW, head_dim]
-        y = F.scaled_dot_product_attention(q, k, v)
-        y = y.transpose(-1, -2).reshape(b, c, h, w)
-        return x + self.out(y)
+        tokens = self.norm(x).flatten(2).transpose(1, 2)  # [B, HW, C]; a view in channels_last
+        qkv = F.linear(tokens, self.qkv.weight.flatten(1), self.qkv.bias)  # [B, HW, 3C]
+        qkv = qkv.view(b, h * w, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(*qkv.unbind(0))  # [B, heads, HW, head_dim]
+        y = F.linear(
+            y.transpose(1, 2).reshape(b, h * w, c), self.out.weight.flatten(1), self.out.bias
+        )
+        y = y.transpose(1, 2).reshape(b, c, h, w)  # channels_last strides, no copy
+        return x + y.contiguous(memory_format=_memory_format(x))
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    """x's layout: channels_last or contiguous (what a block hands on)."""
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 class LinearAttention(nn.Module):

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..builders import build_model, build_schedule
+from ..compiling import CompiledNetwork, compile_errors
 from ..config import RunConfig, TrainConfig
 from ..data import step_generator
 from ..diffusion import gather, training_loss
@@ -55,7 +56,12 @@ def _draw(generator: torch.Generator, draw: Callable, shape: tuple, rank: int, w
 
 
 def make_trainer(
-    config: RunConfig, device: torch.device, *, rank: int = 0, world_size: int = 1
+    config: RunConfig,
+    device: torch.device,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    compile_backend: str | Callable = "inductor",
 ) -> Trainer:
     """Build model, EMA and AdamW on `device` and the step function `step(n, x0, labels)`, which
     runs optimizer step n on this process's share of the batch and returns device tensors
@@ -65,6 +71,10 @@ def make_trainer(
     A step whose gradient norm is not finite is skipped on the device: the fused AdamW kernel
     reads `found_inf` and leaves weights and moments untouched (fp16 runs use the grad scaler,
     which does the same and also lowers its scale).
+
+    With train.compile the network runs through torch.compile(backend=compile_backend), batch
+    dimension dynamic; a compile error, in the forward or the backward pass, reruns the step
+    eagerly and keeps the run eager (ddpm.compiling).
     """
     train, diff = config.train, config.diffusion
     model = build_model(config).to(device).use_memory_format(preferred_memory_format(device))
@@ -73,21 +83,31 @@ def make_trainer(
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=train.lr, weight_decay=train.weight_decay, fused=True
     )
-    forward: nn.Module = model
+    forward: Callable[..., torch.Tensor] = model
     if world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
 
         forward = DistributedDataParallel(
             model, device_ids=[device] if device.type == "cuda" else None
         )
-    if train.compile:
-        forward = torch.compile(forward)
+    compiled = CompiledNetwork(forward, backend=compile_backend) if train.compile else None
     alpha_bar = build_schedule(config).alpha_bar.to(device=device, dtype=torch.float32)
     num_timesteps, null_label = config.diffusion.num_timesteps, model.null_label
     scaler = torch.amp.GradScaler(device.type, enabled=train.precision == "fp16")
     precision = resolve_precision(train.precision, device)
 
     def step(n: int, x0: torch.Tensor, labels: torch.Tensor | None) -> StepResult:
+        if compiled is None or compiled.failed:
+            return run_step(n, x0, labels, forward)
+        try:
+            return run_step(n, x0, labels, compiled)
+        except compile_errors() as error:  # raised in the backward pass: nothing was updated yet
+            compiled.fall_back(error)
+            return run_step(n, x0, labels, forward)
+
+    def run_step(
+        n: int, x0: torch.Tensor, labels: torch.Tensor | None, net: Callable[..., torch.Tensor]
+    ) -> StepResult:
         model.train()
         generator = step_generator(train.seed, n, stream=2)
         batch = x0.shape[0]
@@ -108,7 +128,7 @@ def make_trainer(
             labels = None
         with autocast_context(device, precision):
             losses = training_loss(
-                forward,
+                net,
                 x0,
                 t,
                 eps,
