@@ -116,3 +116,14 @@ def test_compiled_sampling_matches_eager_without_recompiling(capsys):
     assert "torch.compile failed" not in capsys.readouterr().err
     assert torch.allclose(compiled, eager, atol=1e-4)
     assert torch.allclose(again, eager[:4], atol=1e-4)
+
+
+def test_a_broadcast_timestep_is_not_padded():
+    """t [1] broadcasts over the batch as in the eager network; only batch-sized tensors pad."""
+    net = build_model(CONFIG).eval()
+    compiled = CompiledNetwork(net, backend="eager")
+    with torch.no_grad():
+        compiled(torch.randn(4, 1, 8, 8), torch.full((4,), 3))  # compiled for 4 rows
+        x = torch.randn(3, 1, 8, 8)
+        for t in (torch.tensor([500]), torch.full((3,), 500)):
+            assert torch.allclose(compiled(x, t), net(x, t), atol=1e-5)

@@ -13,7 +13,7 @@ from ddpm.builders import build_model, build_schedule
 from ddpm.config import from_dict
 from ddpm.denoiser import make_denoiser
 from ddpm.precision import has_fast_bf16, resolve_precision
-from ddpm.samplers import SAMPLERS, sample_ddim
+from ddpm.samplers import DETERMINISTIC_SAMPLERS, SAMPLERS, sample_ddim
 from ddpm.schedules import sampling_timesteps
 from ddpm.train.ema import ema_tensor_lists, lerp_ema, update_ema
 
@@ -138,3 +138,28 @@ def test_generate_samples_at_the_asked_precision():
     assert (bf16 - fp32).abs().mean() < 0.005
     with pytest.raises(DDPMError, match="unknown precision"):
         generate(net, schedule, CONFIG, precision="fp64", **kwargs)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_float64_and_channels_last_noise_give_the_float32_contiguous_samples(name):
+    """A float64 x_T runs (the network still gets float32; deterministic samplers give the float32
+    samples, stochastic ones draw float64 noise) and a channels_last x_T gives the samples of the
+    contiguous one: stochastic samplers draw their noise in the same order whatever the layout."""
+    schedule = build_schedule(CONFIG)
+    denoiser = make_denoiser(random_net(), schedule, precision="fp32")
+    timesteps = sampling_timesteps(schedule, 4, "uniform")
+    x_T = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            generator = torch.Generator().manual_seed(0)
+            return SAMPLERS[name](denoiser, x, schedule, timesteps, generator=generator).float()
+
+    reference = run(x_T)
+    in_float64 = run(x_T.double())
+    assert in_float64.isfinite().all()
+    if name in DETERMINISTIC_SAMPLERS:
+        assert torch.allclose(in_float64, reference, atol=1e-4)
+    assert torch.allclose(
+        run(x_T.contiguous(memory_format=torch.channels_last)), reference, atol=1e-5
+    )

@@ -23,16 +23,17 @@ def compile_errors() -> tuple[type[BaseException], ...]:
     import torch._dynamo.exc
     import torch._inductor.exc
 
-    return (
-        torch._dynamo.exc.TorchDynamoException,
-        torch._inductor.exc.InductorError,
-        torch._inductor.exc.CppCompileError,
+    names = ("InductorError", "CppCompileError")  # InductorError is new in torch 2.7
+    inductor = tuple(
+        getattr(torch._inductor.exc, n) for n in names if hasattr(torch._inductor.exc, n)
     )
+    return (torch._dynamo.exc.TorchDynamoException, *inductor)
 
 
-def _pad_rows(tensor: torch.Tensor | None, rows: int) -> torch.Tensor | None:
-    """tensor [b, ...] -> [rows, ...], the new rows zeros (a valid timestep and class index)."""
-    if tensor is None or tensor.shape[0] == rows:
+def _pad_rows(tensor: torch.Tensor | None, batch: int, rows: int) -> torch.Tensor | None:
+    """tensor [batch, ...] -> [rows, ...], the new rows zeros (a valid timestep and class index);
+    a tensor without the batch dimension (a broadcast t [1] or []) as it is."""
+    if tensor is None or rows == batch or tensor.ndim == 0 or tensor.shape[0] != batch:
         return tensor
     padding = tensor.new_zeros((rows - tensor.shape[0], *tensor.shape[1:]))
     return torch.cat([tensor, padding])
@@ -60,7 +61,7 @@ class CompiledNetwork:
         batch = x.shape[0]
         self.rows = max(self.rows, batch)
         try:
-            out = self.compiled(*(_pad_rows(v, self.rows) for v in (x, t, labels)))
+            out = self.compiled(*(_pad_rows(v, batch, self.rows) for v in (x, t, labels)))
         except compile_errors() as error:
             self.fall_back(error)
             return self.eager(x, t, labels)

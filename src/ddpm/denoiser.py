@@ -19,7 +19,8 @@ from .schedules import Schedule
 
 class Denoiser(Protocol):
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """x_t [B, C, H, W] float, t LongTensor [B] (0-based) -> estimate of x0, float32 [B, C, H, W]."""
+        """x_t [B, C, H, W] float, t LongTensor [B] (0-based) -> estimate of x0, float32 [B, C, H, W],
+        a new tensor on every call (samplers keep the previous one by reference)."""
         ...
 
 
@@ -59,11 +60,12 @@ def make_denoiser(
             table = schedule.alpha_bar.to(device=x_t.device, dtype=torch.float32)
             alpha_bar_by_device[x_t.device] = table
         ab_t = gather(table, t, x_t.ndim)
+        x_in = x_t.float() if x_t.dtype == torch.float64 else x_t  # float64 states: float32 net
         with autocast_context(x_t.device, precision):
             if use_guidance:
-                both = net(torch.cat([x_t, x_t]), torch.cat([t, t]), both_labels)
+                both = net(torch.cat([x_in, x_in]), torch.cat([t, t]), both_labels)
             else:
-                output = net(x_t, t, labels)
+                output = net(x_in, t, labels)
         if use_guidance:
             cond, uncond = both.float().chunk(2)
             output = torch.lerp(uncond, cond, guidance)  # uncond + w (cond - uncond)

@@ -71,6 +71,12 @@ def add_noise_(x: torch.Tensor, std: float, generator: Generators, buffer: torch
     x.add_(buffer, alpha=std)
 
 
+def _noise_buffer(x: torch.Tensor) -> torch.Tensor:
+    """add_noise_'s buffer: contiguous whatever x's layout, since randn(out=) fills in memory
+    order, and the same seed must give the same noise for a channels_last x_T."""
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
 def _state_dtype(x_T: torch.Tensor) -> torch.dtype:
     """The dtype a sampler keeps x_t in: x_T's, at least float32 (float64 stays float64)."""
     return torch.promote_types(x_T.dtype, torch.float32)
@@ -105,7 +111,7 @@ def sample_ancestral(
     the denoiser does."""
     x = x_T.to(_state_dtype(x_T), copy=True)
     t_batch = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
-    noise = torch.empty_like(x)
+    noise = _noise_buffer(x)
     for i, (t, ab_t, ab_s) in enumerate(_alpha_bars(schedule, timesteps)):
         x0_hat = denoiser(x, t_batch.fill_(t))
         if callback is not None:
@@ -141,7 +147,7 @@ def sample_ddim(
         raise ValueError(f"eta must be in [0, 1], got {eta}")
     x = x_T.to(_state_dtype(x_T), copy=True)
     t_batch = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
-    noise, eps_hat = torch.empty_like(x), torch.empty_like(x)
+    noise, eps_hat = _noise_buffer(x), torch.empty_like(x)
     for i, (t, ab_t, ab_s) in enumerate(_alpha_bars(schedule, timesteps)):
         x0_hat = denoiser(x, t_batch.fill_(t))
         if callback is not None:
@@ -176,7 +182,7 @@ def _dpmpp_2m(
     output, kept by reference."""
     x = x_T.to(_state_dtype(x_T), copy=True)
     t_batch = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
-    d, noise = torch.empty_like(x), torch.empty_like(x)
+    d, noise = torch.empty_like(x), _noise_buffer(x)
     previous: tuple[torch.Tensor, float] | None = None  # (x0_hat, h) of the step before
     for i, (t, ab_t, ab_s) in enumerate(_alpha_bars(schedule, timesteps)):
         x0_hat = denoiser(x, t_batch.fill_(t))

@@ -100,6 +100,11 @@ def run_sweep(
     if n < 2:
         raise DDPMError(f"--n must be >= 2 to fit a covariance, got {n}")
     metric, score_of = make_scorer(run, features)
+    if run.config.sample.compile if compile is None else compile:
+        # compile before the clock starts, at the largest batch, so no row's images/s pays for it
+        largest = min(n, batch_size or run.config.sample.batch_size)
+        generate(run.net, run.schedule, run.config, n=largest, sampler="ddim", steps=1,
+                 batch_size=largest, precision=precision, compile=True, progress=False)  # fmt: skip
     rows: list[SweepRow] = []
     for sampler, steps in plan:
         start = time.perf_counter()

@@ -72,8 +72,8 @@ def make_trainer(
     reads `found_inf` and leaves weights and moments untouched (fp16 runs use the grad scaler,
     which does the same and also lowers its scale).
 
-    With train.compile the network runs through torch.compile(backend=compile_backend), batch
-    dimension dynamic; a compile error, in the forward or the backward pass, reruns the step
+    With train.compile the network runs through torch.compile(backend=compile_backend), static
+    shapes (ddpm.compiling); a compile error, in the forward or the backward pass, reruns the step
     eagerly and keeps the run eager (ddpm.compiling).
     """
     train, diff = config.train, config.diffusion
@@ -103,7 +103,8 @@ def make_trainer(
             return run_step(n, x0, labels, compiled)
         except compile_errors() as error:  # raised in the backward pass: nothing was updated yet
             compiled.fall_back(error)
-            return run_step(n, x0, labels, forward)
+        # retried outside the except block, whose traceback holds the failed step's activations
+        return run_step(n, x0, labels, forward)
 
     def run_step(
         n: int, x0: torch.Tensor, labels: torch.Tensor | None, net: Callable[..., torch.Tensor]
