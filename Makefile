@@ -33,8 +33,8 @@ bench: install
 	$(VENV)/bin/ddpm bench --preset digits
 
 lint: install
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info
