@@ -109,12 +109,15 @@ def bits_per_dim(
     clip: bool = True,
     num_timesteps: int | None = None,
     batch_size: int = 256,
+    precision: str = "fp32",
     progress=None,
 ) -> BitsPerDim:
     """The variational bound of uint8 images [N, C, H, W] under `net`, in bits/dim.
 
     num_timesteps: None (or T) evaluates every step; fewer uses stratified sampling over 1..T-1
     (the decoder and prior terms are always exact). `progress(n)` is called per network batch.
+    precision: the network's autocast (make_denoiser); fp32 by default, since a likelihood is a
+    measurement and bf16 rounding would move it.
     """
     T = schedule.num_timesteps
     exhaustive = num_timesteps is None or num_timesteps >= T
@@ -125,7 +128,7 @@ def bits_per_dim(
     n, dims = images.shape[0], images[0].numel()
     alpha_bar = schedule.alpha_bar.double().to(device)
     sigma2 = reverse_variances(schedule, variance).to(device)
-    denoiser = make_denoiser(net, schedule, prediction=prediction, clip=clip)
+    denoiser = make_denoiser(net, schedule, prediction=prediction, clip=clip, precision=precision)
     generator = seeded_generator(BPD_SEED)
     if exhaustive:
         steps = torch.arange(1, T).expand(n, -1)
