@@ -72,9 +72,9 @@ def make_trainer(
     reads `found_inf` and leaves weights and moments untouched (fp16 runs use the grad scaler,
     which does the same and also lowers its scale).
 
-    With train.compile the network runs through torch.compile(backend=compile_backend), static
-    shapes (ddpm.compiling); a compile error, in the forward or the backward pass, reruns the step
-    eagerly and keeps the run eager (ddpm.compiling).
+    With train.compile the network runs through ddpm.compiling.CompiledNetwork (torch.compile with
+    `compile_backend`, static shapes); a compile error, in the forward or the backward pass, reruns
+    the step eagerly and keeps the run eager.
     """
     train, diff = config.train, config.diffusion
     model = build_model(config).to(device).use_memory_format(preferred_memory_format(device))
