@@ -17,7 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .builders import build_model, build_schedule
 from .config import RunConfig
 from .generate import generate
-from .precision import resolve_precision
+from .precision import DTYPES, resolve_precision
 from .train.step import make_trainer
 
 
@@ -181,8 +181,7 @@ def run_bench(
         memory, kind = _peak_memory(device)
         precision = resolve_precision(config.train.precision, device)
         sample_precision = resolve_precision(config.sample.precision, device)
-        dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-        ceiling = conv_ceiling_gflops(device, dtypes[precision])
+        ceiling = conv_ceiling_gflops(device, DTYPES[precision])
         return BenchResult(
             preset=preset,
             device=str(device),
@@ -199,5 +198,5 @@ def run_bench(
             ceiling_gflops=ceiling,
             sample_ceiling_gflops=ceiling
             if sample_precision == precision
-            else conv_ceiling_gflops(device, dtypes[sample_precision]),
+            else conv_ceiling_gflops(device, DTYPES[sample_precision]),
         )

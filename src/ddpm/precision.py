@@ -12,7 +12,8 @@ import torch
 
 from .errors import DDPMError
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = ("auto", *DTYPES)
 
 
 def has_fast_bf16(device: torch.device) -> bool:
@@ -49,5 +50,4 @@ def autocast_context(device: torch.device, precision: str) -> contextlib.Abstrac
         return contextlib.nullcontext()
     if precision == "fp16" and device.type != "cuda":
         raise DDPMError("precision fp16 needs a CUDA device; use bf16 on the CPU")
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
+    return torch.autocast(device.type, dtype=DTYPES[precision])

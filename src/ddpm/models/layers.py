@@ -128,14 +128,7 @@ class SelfAttention(nn.Module):
             y.transpose(1, 2).reshape(b, h * w, c), self.out.weight.flatten(1), self.out.bias
         )
         y = y.transpose(1, 2).reshape(b, c, h, w)  # channels_last strides, no copy
-        return x + y.contiguous(memory_format=_memory_format(x))
-
-
-def _memory_format(x: torch.Tensor) -> torch.memory_format:
-    """x's layout: channels_last or contiguous (what a block hands on)."""
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        return torch.channels_last
-    return torch.contiguous_format
+        return x + y  # the sum takes its first operand's layout: x's
 
 
 class LinearAttention(nn.Module):
