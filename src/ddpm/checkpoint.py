@@ -1,16 +1,18 @@
 """Checkpoints: one safetensors file per save, written atomically and verified on load.
 
-No pickle anywhere: tensors (model, EMA, optimizer state, RNG states) are safetensors entries;
-the step, the config and the optimizer's hyper-parameters are JSON in the header's metadata. A
-SHA-256 of the tensor data in the metadata catches truncation and bit rot. Files are
-`checkpoints/step_{step:08d}.safetensors`.
+No pickle anywhere: tensors (model, EMA, optimizer state) are safetensors entries; the step, the
+config, the validation loss and the optimizer's hyper-parameters are JSON in the header's
+metadata. A SHA-256 of the whole file (header included, with the digest's own 64 characters read
+as zeros) catches truncation and bit rot anywhere, so a flipped bit in the stored step or config
+is refused like one in the weights. Version-1 files, whose digest covers the tensor data only,
+still load with a notice. Files are `checkpoints/step_{step:08d}.safetensors`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +24,12 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from .errors import DDPMError
+from .files import atomic_write
 
-FORMAT = "ddpm-checkpoint-v1"
+log = logging.getLogger(__name__)
+FORMAT = "ddpm-checkpoint-v2"
+FORMAT_V1 = "ddpm-checkpoint-v1"  # digest of the tensor data only
+_PLACEHOLDER = "0" * 64  # the digest's place in the header while the file is hashed
 NAME = re.compile(r"^step_(\d{8,})\.safetensors$")
 
 
@@ -34,6 +40,7 @@ class Checkpoint:
     tensors: dict[str, torch.Tensor]
     optimizer_groups: list[dict[str, Any]]
     path: Path
+    val_loss: float | None = None  # the EMA's validation loss at this step, if it was measured
 
     def state_dict(self, prefix: str) -> dict[str, torch.Tensor]:
         """The entries under `prefix.` ("model", "ema") with the prefix removed."""
@@ -62,30 +69,28 @@ def list_checkpoints(folder: Path) -> list[Path]:
 
 
 def _data_digest(blob: bytes) -> str:
+    """Version 1: SHA-256 of the tensor data only."""
     header_len = int.from_bytes(blob[:8], "little")
     return hashlib.sha256(memoryview(blob)[8 + header_len :]).hexdigest()
 
 
-def atomic_write(path: Path, blob: bytes) -> None:
-    """Write to a temporary file beside `path`, fsync, rename over `path`, fsync the folder: a kill
-    or a full disk at any moment leaves either the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as error:
-        tmp.unlink(missing_ok=True)
-        raise DDPMError(
-            f"could not write {path}: {error.strerror or error}; earlier checkpoints are intact"
-        ) from error
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+def _file_digest(blob: bytes, digest: str) -> str:
+    """Version 2: SHA-256 of the whole file with `digest`'s text in the header read as zeros."""
+    header_end = 8 + int.from_bytes(blob[:8], "little")
+    at = _digest_position(blob[:header_end], digest)
+    sha = hashlib.sha256(memoryview(blob)[:at])
+    sha.update(_PLACEHOLDER.encode())
+    sha.update(memoryview(blob)[at + len(digest) :])
+    return sha.hexdigest()
+
+
+def _digest_position(header: bytes | bytearray, digest: str) -> int:
+    """Offset of the digest's 64 characters in the header (as serde_json writes it: no spaces)."""
+    key = b'"sha256":"'
+    at = bytes(header).find(key + digest.encode() + b'"')
+    if at < 0 or len(digest) != 64:
+        raise ValueError("no digest in the header")
+    return at + len(key)
 
 
 def save_checkpoint(
@@ -96,6 +101,7 @@ def save_checkpoint(
     model: nn.Module,
     ema: nn.Module,
     optimizer: torch.optim.Optimizer | None,
+    val_loss: float | None = None,
 ) -> None:
     """Save everything needed to resume (and to rebuild the model from this file alone)."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
@@ -106,21 +112,23 @@ def save_checkpoint(
         for index, entries in optim_state["state"].items():
             tensors |= {f"optim.{index}.{n}": torch.as_tensor(v) for n, v in entries.items()}
         groups = optim_state["param_groups"]
-    tensors["rng.cpu"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        for i, state in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i}"] = state
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     metadata = {
         "format": FORMAT,
         "step": str(step),
         "config": json.dumps(config),
         "optimizer_groups": json.dumps(groups),
+        "sha256": _PLACEHOLDER,
     }
-    # The data section does not depend on the metadata, so hashing a first serialisation is valid.
-    metadata["sha256"] = _data_digest(save_safetensors(tensors, metadata))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, save_safetensors(tensors, metadata))
+    if val_loss is not None:
+        metadata["val_loss"] = repr(float(val_loss))
+    # Serialised once with the placeholder; the digest then takes its place, same length, so the
+    # header's size and every offset stay as hashed.
+    blob = bytearray(save_safetensors(tensors, metadata))
+    digest = _file_digest(blob, _PLACEHOLDER)
+    at = _digest_position(blob, _PLACEHOLDER)
+    blob[at : at + 64] = digest.encode()
+    atomic_write(path, bytes(blob), note="earlier checkpoints are intact")
 
 
 def _read_metadata(blob: bytes) -> dict[str, str]:
@@ -128,6 +136,24 @@ def _read_metadata(blob: bytes) -> dict[str, str]:
     if len(blob) < 8 or header_len > len(blob) - 8:
         raise ValueError("truncated header")
     return json.loads(bytes(blob[8 : 8 + header_len])).get("__metadata__") or {}
+
+
+def _verify(blob: bytes, metadata: dict[str, str], path: Path) -> None:
+    """Raise ValueError unless the file's digest matches its content."""
+    digest = metadata.get("sha256", "")
+    if metadata.get("format") == FORMAT:
+        if _file_digest(blob, digest) != digest:
+            raise ValueError("checksum mismatch (truncated or modified)")
+    elif metadata.get("format") == FORMAT_V1:
+        if _data_digest(blob) != digest:
+            raise ValueError("checksum mismatch (truncated or modified)")
+        log.warning(
+            "%s is a version-1 checkpoint: its checksum covers the weights but not the stored "
+            "step and config; the next save writes version 2",
+            path,
+        )
+    else:
+        raise ValueError("not a ddpm checkpoint")
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
@@ -138,17 +164,16 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     blob = path.read_bytes()
     try:
         metadata = _read_metadata(blob)
-        if metadata.get("format") != FORMAT:
-            raise ValueError("not a ddpm checkpoint")
-        if _data_digest(blob) != metadata.get("sha256"):
-            raise ValueError("checksum mismatch (truncated or modified)")
+        _verify(blob, metadata, path)
         tensors = load_safetensors(blob)
+        val_loss = metadata.get("val_loss")
         return Checkpoint(
             step=int(metadata["step"]),
             config=json.loads(metadata["config"]),
-            tensors=tensors,
+            tensors={k: v for k, v in tensors.items() if not k.startswith("rng.")},
             path=path,
             optimizer_groups=json.loads(metadata["optimizer_groups"]),
+            val_loss=float(val_loss) if val_loss is not None else None,
         )
     except Exception as error:  # safetensors, json and our own checks all mean "damaged file"
         raise DDPMError(

@@ -60,13 +60,12 @@ def _resolve_train_config(args: argparse.Namespace) -> RunConfig:
 
 
 def _resume_config(args: argparse.Namespace) -> RunConfig:
-    config_file = Path(args.resume) / "config.json"
-    if not config_file.is_file():
-        raise DDPMError(f"{args.resume} is not a run folder (no config.json)")
-    try:
-        saved = from_dict(json.loads(config_file.read_text()))
-    except json.JSONDecodeError as error:
-        raise DDPMError(f"{config_file} is not valid JSON ({error})") from None
+    from .train.run_files import read_config
+
+    run_dir = Path(args.resume)
+    if not run_dir.is_dir():
+        raise DDPMError(f"run folder not found: {run_dir}")
+    saved = read_config(run_dir)
     config = from_dict(parse_overrides(args.set), base=saved)
     unsafe = [k for k in diff_keys(saved, config) if k not in RESUMABLE_KEYS]
     if unsafe:
@@ -80,14 +79,15 @@ def _resume_config(args: argparse.Namespace) -> RunConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .checkpoint import list_checkpoints
     from .devices import resolve_device
     from .models import check_unet_config
     from .train import train
 
     if args.resume:
-        if args.dataset or args.preset or args.config:
-            raise DDPMError("--resume takes the run's own config; only --set may change safe keys")
+        if args.dataset or args.preset or args.config or args.out or args.overwrite:
+            raise DDPMError(
+                "--resume takes the run's own folder and config; only --set may change safe keys"
+            )
         config, run_dir = _resume_config(args), Path(args.resume)
     else:
         if not (args.dataset or args.preset) or not args.out:
@@ -101,16 +101,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
         return 0
-    if not args.resume and list_checkpoints(run_dir / "checkpoints"):
-        raise DDPMError(
-            f"{run_dir} already holds a run; continue it with --resume {run_dir} "
-            f"or choose another --out"
-        )
     result = train(
         config,
         run_dir,
         device=resolve_device(args.device),
         resume=bool(args.resume),
+        overwrite=args.overwrite,
         progress=not args.quiet,
     )
     print(f"trained to step {result.step}, final loss {result.last_loss:.4f}")
@@ -123,6 +119,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     from .cli_sampling import class_labels, sampler_summary
     from .devices import resolve_device
+    from .files import atomic_output
     from .generate import generate, load_run, resolve_spacing, to_uint8
     from .viz import TrajectoryRecorder, save_grid, save_progressive
 
@@ -156,9 +153,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
             args.progressive or Path(args.out).with_name(Path(args.out).stem + "_progressive.png")
         )
         print(f"progressive denoising: {save_progressive(recorder, images, out)}")
-    if args.npz:
-        Path(args.npz).parent.mkdir(parents=True, exist_ok=True)
-        np.savez(args.npz, arr_0=to_uint8(images).permute(0, 2, 3, 1).numpy())
+    if args.npz:  # a file object, so numpy writes exactly args.npz (it appends .npz to a name)
+        with atomic_output(args.npz) as tmp, open(tmp, "wb") as f:
+            np.savez(f, arr_0=to_uint8(images).permute(0, 2, 3, 1).numpy())
         print(
             f"npz: {args.npz} (arr_0: uint8 {args.n}x{images.shape[2]}x{images.shape[3]}x{images.shape[1]})"
         )
@@ -205,7 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a model (or resume a run)")
     train.add_argument("--dataset", help=f"dataset: {', '.join(sorted(DATASETS))}")
     train.add_argument("--preset", help=f"reference configuration: {', '.join(preset_names())}")
-    train.add_argument("--out", help="run folder to create")
+    train.add_argument("--out", help="run folder to create (new or empty)")
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete an earlier run's files in --out (config, logs, checkpoints, samples, eval)",
+    )
     train.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
     train.add_argument("--config", metavar="FILE.yaml", help="config file over the preset")
     train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")

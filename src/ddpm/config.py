@@ -159,6 +159,8 @@ RESUMABLE_KEYS = {
     "train.val_images",
     "train.max_nonfinite_steps",
     "train.num_steps",
+    "train.lr",  # an explicit change of the rate from the resumed step on (logged)
+    "train.lr_schedule",
     "train.log_every",
     "train.checkpoint_every",
     "train.keep_checkpoints",

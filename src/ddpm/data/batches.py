@@ -22,9 +22,12 @@ def seeded_generator(*key: int, device: torch.device | str = "cpu") -> torch.Gen
     return generator
 
 
-def step_generator(seed: int, step: int, stream: int) -> torch.Generator:
-    """The CPU generator for one purpose (`stream`) of one training step."""
-    return seeded_generator(seed, step, stream)
+def step_generator(
+    seed: int, step: int, stream: int, *, device: torch.device | str = "cpu"
+) -> torch.Generator:
+    """The generator on `device` for one purpose (`stream`) of one training step: 0 data order
+    (per epoch), 1 flips, 2 t / noise / label dropout, 3 dropout masks."""
+    return seeded_generator(seed, step, stream, device=device)
 
 
 class InMemoryBatches:
@@ -61,9 +64,9 @@ class InMemoryBatches:
 
     def _order_for(self, epoch: int) -> torch.Tensor:
         if epoch != self._epoch:
-            generator = step_generator(self.seed, epoch, stream=0)
-            self._order = torch.randperm(len(self.images), generator=generator).to(
-                self.images.device
+            generator = step_generator(self.seed, epoch, 0, device=self.images.device)
+            self._order = torch.randperm(
+                len(self.images), generator=generator, device=self.images.device
             )
             self._epoch = epoch
         return self._order
@@ -75,9 +78,9 @@ class InMemoryBatches:
         index = self._order_for(epoch)[start : start + self.batch_size]
         x0 = self.images[index].float().div_(127.5).sub_(1.0)
         if self.random_flip:
-            generator = step_generator(self.seed, step, stream=1)
-            flip = torch.rand(self.global_batch, generator=generator)
+            generator = step_generator(self.seed, step, 1, device=x0.device)
+            flip = torch.rand(self.global_batch, generator=generator, device=x0.device)
             mine = flip[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
-            x0 = torch.where(mine.to(x0.device)[:, None, None, None] < 0.5, x0.flip(-1), x0)
+            x0 = torch.where(mine[:, None, None, None] < 0.5, x0.flip(-1), x0)
         labels = self.labels[index] if self.labels is not None else None
         return x0, labels

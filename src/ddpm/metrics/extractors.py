@@ -16,8 +16,8 @@ import torch
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
-from ..checkpoint import atomic_write
 from ..errors import DDPMError
+from ..files import atomic_write
 from .featnet import featnet_path, load_featnet, prepare_input
 
 FEATNET_EXTRACTOR = "ddpm-featnet"

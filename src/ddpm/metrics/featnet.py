@@ -24,10 +24,10 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from ..checkpoint import atomic_write
 from ..data import ImageData
 from ..data.cache import cache_dir
 from ..errors import DDPMError
+from ..files import atomic_write
 
 FORMAT = "ddpm-featnet-v1"
 

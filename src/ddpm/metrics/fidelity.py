@@ -18,8 +18,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from ..checkpoint import atomic_write
 from ..data.cache import cache_dir
+from ..files import atomic_write
 from .extractors import FeatureSpace
 
 SAMPLE_METRICS = ("fid", "is", "kid", "pr")

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .dropout import SeededDropout
+
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
     """Sinusoidal embedding of integer timesteps (Vaswani et al. 2017; Ho et al. 2020, Sec. 4).
@@ -62,7 +64,7 @@ class ResBlock(nn.Module):
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.emb = nn.Linear(emb_dim, (2 if scale_shift else 1) * out_ch)
         self.norm2 = nn.GroupNorm(groups, out_ch)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = SeededDropout(dropout)
         self.conv2 = zero_init(nn.Conv2d(out_ch, out_ch, 3, padding=1))
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
@@ -92,7 +94,7 @@ class ConvNeXtBlock(nn.Module):
         self.emb = nn.Linear(emb_dim, (2 if scale_shift else 1) * in_ch)
         self.norm = nn.GroupNorm(1, in_ch)
         self.expand = nn.Conv2d(in_ch, 2 * out_ch, 1)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = SeededDropout(dropout)
         self.project = zero_init(nn.Conv2d(2 * out_ch, out_ch, 1))
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 

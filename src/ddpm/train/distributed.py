@@ -8,7 +8,9 @@ none of them set is world size 1 and uses no process group at all.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
@@ -75,3 +77,56 @@ def any_process(ctx: Distributed, flag: bool) -> bool:
 def barrier(ctx: Distributed) -> None:
     if ctx.active:
         dist.barrier()
+
+
+T = TypeVar("T")
+
+
+def on_main(ctx: Distributed, action: Callable[[], T]) -> T | None:
+    """Run `action` on the main process only (e.g. preparing the run folder); if it raises a
+    DDPMError there, every process raises (the main one its own message), so none waits forever
+    at the next collective."""
+    error, result = None, None
+    if ctx.is_main:
+        try:
+            result = action()
+        except DDPMError as caught:
+            error = caught
+    if any_process(ctx, error is not None):
+        raise error or DDPMError("the main process stopped (see its message)")
+    return result
+
+
+class StopVote:
+    """Whether to stop after this step, the same answer on every process, with no device sync.
+
+    One process alone answers its own flag at once. Under DDP each step's flags are summed by an
+    asynchronous all-reduce on a CPU (gloo) side group, started after step n and read after step
+    n + 1, so the vote costs no waiting and all processes stop after the same step: at most one
+    step after the signal reached the first of them.
+    """
+
+    def __init__(self, ctx: Distributed):
+        self.ctx = ctx
+        self._group = dist.new_group(backend="gloo") if ctx.active else None
+        self._pending: tuple[dist.Work, torch.Tensor] | None = None
+
+    def __call__(self, local: bool) -> bool:
+        if self._group is None:
+            return local
+        decided = self._collect()
+        flag = torch.tensor([float(local)])
+        self._pending = (dist.all_reduce(flag, group=self._group, async_op=True), flag)
+        return decided
+
+    def _collect(self) -> bool:
+        if self._pending is None:
+            return False
+        work, flag = self._pending
+        work.wait()
+        self._pending = None
+        return bool(flag.item() > 0)
+
+    def close(self) -> None:
+        """Finish the vote in flight (every process must, before the group goes away)."""
+        self._collect()

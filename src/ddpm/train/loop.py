@@ -2,14 +2,19 @@
 
 A run folder holds config.json, checkpoints/, samples/, log.csv, val_loss.csv and loss.png, and
 is all a user needs to resume, sample or evaluate. Under torchrun every process runs this loop on
-its shard of each global batch; only the main process writes files.
+its shard of each global batch; only the main process writes files, and it holds the folder's
+lock (ddpm.train.run_lock) for as long as it trains.
+
+A stop request (SIGINT, SIGTERM) is looked at before every step: the step in flight finishes, no
+new one starts, a checkpoint of the last finished step is written (without the validation loss,
+to stay inside a cluster's grace period) and TrainingStopped says at which step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,14 +22,17 @@ import torch
 from tqdm.auto import tqdm
 
 from ..builders import build_schedule
-from ..config import RunConfig, TrainConfig
+from ..checkpoint import Checkpoint
+from ..config import RunConfig, from_dict
 from ..data import ImageData, InMemoryBatches, check_labels, load_dataset
 from ..errors import DDPMError
 from ..generate import generate
 from ..viz import plot_loss, save_grid
 from . import distributed, run_files
+from .log_window import LogWindow
+from .run_lock import RunLock
 from .signals import StopRequest, TrainingStopped
-from .step import Trainer, lr_at, make_trainer
+from .step import Trainer, check_lr_continuity, make_trainer
 from .validation import validation_loss
 
 log = logging.getLogger(__name__)
@@ -39,115 +47,162 @@ class TrainResult:
     samples: Path | None
 
 
-class _LogWindow:
-    """Sums loss, grad norm and skipped steps on the device between log lines, so there is one
-    host sync per log interval, not per step; tracks runs of consecutive non-finite steps."""
-
-    def __init__(self, ctx: distributed.Distributed, start: int, max_bad: int):
-        zeros = lambda: torch.zeros((), device=ctx.device)  # noqa: E731
-        self.ctx, self.max_bad = ctx, max_bad
-        self.loss, self.norm, self.good, self.bad_run = zeros(), zeros(), zeros(), zeros()
-        self.stop_step = torch.full((), -1.0, device=ctx.device)
-        self.start, self.time, self.t0 = start, time.perf_counter(), time.perf_counter()
-
-    def add(
-        self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor, finite: torch.Tensor
-    ) -> None:
-        self.loss += torch.where(finite, loss, 0.0)
-        self.norm += torch.where(finite, grad_norm, 0.0)
-        self.good += finite
-        self.bad_run = torch.where(finite, 0.0, self.bad_run + 1)
-        first = (self.bad_run >= self.max_bad) & (self.stop_step < 0)
-        self.stop_step = torch.where(first, float(step + 2 - self.max_bad), self.stop_step)
-
-    def flush(self, done: int, config: TrainConfig, run_dir: Path) -> tuple[float, float]:
-        """Append a log row for steps start+1..done; return (mean loss, images/s)."""
-        stats = torch.stack([self.loss, self.good])
-        stats = distributed.all_reduce_sum(self.ctx, stats) / self.ctx.world_size
-        loss_sum, good, norm, stop = (*stats.tolist(), self.norm.item(), self.stop_step.item())
-        count, now = done - self.start, time.perf_counter()
-        if stop >= 0:
-            raise DDPMError(
-                f"training diverged: {self.max_bad} non-finite steps in a row from step "
-                f"{int(stop)} (they were skipped); {run_files.last_good(run_dir)} "
-                f"(try a lower train.lr or train.grad_clip)"
-            )
-        loss, rate = (
-            loss_sum / max(good, 1),
-            count * config.batch_size * self.ctx.world_size / (now - self.time),
-        )
-        if self.ctx.is_main:
-            run_files.append_csv(
-                run_dir / "log.csv",
-                [
-                    done,
-                    f"{loss:.6g}",
-                    f"{lr_at(done - 1, config):.6g}",
-                    f"{norm / max(good, 1):.6g}",
-                    f"{rate:.2f}",
-                    f"{now - self.t0:.1f}",
-                    int(count - good),
-                ],
-            )
-        for total in (self.loss, self.norm, self.good):
-            total.zero_()
-        self.start, self.time = done, now
-        return loss, rate
-
-
 def train(
     config: RunConfig,
     run_dir: str | Path,
     *,
     device: torch.device | str = "auto",
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> TrainResult:
     """Train (or, with resume=True, continue) the run in `run_dir` up to config.train.num_steps.
 
-    Under torchrun, joins the process group (gloo on CPU, NCCL on GPU) and trains with DDP;
-    train.batch_size is per process. The caller's global RNG state is restored afterwards; inside,
-    it is seeded with train.seed (weight initialisation and dropout). SIGINT or SIGTERM finishes
-    the current log interval, saves a checkpoint and raises TrainingStopped.
+    A new run needs an empty or new folder (overwrite=True deletes an earlier run's files first);
+    resume=True continues from the newest good checkpoint, or from step 0 when the run was
+    stopped before its first one, and a run whose last checkpoint is final only gets its missing
+    final sample grid and loss plot. Under torchrun, joins the process group (gloo on CPU, NCCL
+    on GPU) and trains with DDP; train.batch_size is per process. The caller's global RNG state
+    is restored afterwards; inside, it is seeded with train.seed (weight initialisation). SIGINT
+    or SIGTERM finishes the step in flight, saves a checkpoint and raises TrainingStopped.
     """
     run_dir, cfg = Path(run_dir), config.train
     ctx = distributed.setup(device if isinstance(device, str) else device.type)
     try:
-        data = load_dataset(config.data, "train")
-        check_labels(data, config.model.num_classes)
-        val_data = load_dataset(config.data, "test") if cfg.val_images else None
-        with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
-            torch.manual_seed(cfg.seed)
-            trainer = make_trainer(config, ctx.device, rank=ctx.rank, world_size=ctx.world_size)
-            start = run_files.restore(trainer, run_dir) if resume else 0
-            if ctx.is_main:
-                run_files.write_config(run_dir, config)
-                run_files.remove_stale_temporaries(run_dir)
-                run_files.open_csv(run_dir / "log.csv", run_files.LOG_FIELDS, start)
-                run_files.open_csv(run_dir / "val_loss.csv", ["step", "val_loss"], start)
-            distributed.barrier(ctx)
-            batches = InMemoryBatches(
-                data.images,
-                data.labels,
-                batch_size=cfg.batch_size,
-                seed=cfg.seed,
-                random_flip=config.data.random_flip,
-                device=ctx.device,
-                rank=ctx.rank,
-                world_size=ctx.world_size,
-            )
-            return _loop(
-                trainer,
-                batches,
-                config,
-                run_dir,
-                ctx=ctx,
-                val_data=val_data,
-                start=start,
-                progress=progress and ctx.is_main,
-            )
+        with contextlib.ExitStack() as held:
+            distributed.on_main(ctx, lambda: _claim(held, run_dir, resume, overwrite))
+            data = load_dataset(config.data, "train")
+            check_labels(data, config.model.num_classes)
+            val_data = load_dataset(config.data, "test") if cfg.val_images else None
+            with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
+                torch.manual_seed(cfg.seed)
+                trainer = make_trainer(config, ctx.device, rank=ctx.rank, world_size=ctx.world_size)
+                checkpoint = run_files.latest_checkpoint(run_dir) if resume else None
+                start = _restore(trainer, checkpoint, config, run_dir)
+                distributed.on_main(ctx, lambda: _open_files(run_dir, config, start))
+                if start >= cfg.num_steps:
+                    return _finish(trainer, config, run_dir, checkpoint, ctx=ctx)
+                batches = InMemoryBatches(
+                    data.images,
+                    data.labels,
+                    batch_size=cfg.batch_size,
+                    seed=cfg.seed,
+                    random_flip=config.data.random_flip,
+                    device=ctx.device,
+                    rank=ctx.rank,
+                    world_size=ctx.world_size,
+                )
+                return _loop(
+                    trainer,
+                    batches,
+                    config,
+                    run_dir,
+                    ctx=ctx,
+                    val_data=val_data,
+                    start=start,
+                    progress=progress and ctx.is_main,
+                )
     finally:
         distributed.teardown(ctx)
+
+
+def _claim(held: contextlib.ExitStack, run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Main process: lock the folder for this process's lifetime, check it is ours to write."""
+    if not resume:
+        run_files.claim_new_run(run_dir, overwrite=overwrite)  # also refuses a file
+    held.enter_context(RunLock(run_dir))
+    if not resume:  # again under the lock: another writer may have started in between
+        run_files.claim_new_run(run_dir, overwrite=False)
+
+
+def _restore(
+    trainer: Trainer, checkpoint: Checkpoint | None, config: RunConfig, run_dir: Path
+) -> int:
+    if checkpoint is None:
+        if (run_dir / "config.json").exists():
+            log.warning("%s has no checkpoint yet: training from step 0", run_dir)
+        return 0
+    start = run_files.restore(trainer, checkpoint)
+    check_lr_continuity(from_dict(checkpoint.config).train, config.train, start)
+    return start
+
+
+def _open_files(run_dir: Path, config: RunConfig, start: int) -> None:
+    run_files.write_config(run_dir, config)
+    run_files.clean_temporaries(run_dir)
+    run_files.open_csv(run_dir / "log.csv", run_files.LOG_FIELDS, start)
+    run_files.open_csv(run_dir / "val_loss.csv", run_files.VAL_FIELDS, start)
+
+
+def _finish(
+    trainer: Trainer,
+    config: RunConfig,
+    run_dir: Path,
+    checkpoint: Checkpoint | None,
+    *,
+    ctx: distributed.Distributed,
+) -> TrainResult:
+    """A resumed run at (or past) train.num_steps: write what a kill after the final checkpoint
+    left out (the final grid, loss.png), or say how to train further."""
+    step, cfg = checkpoint.step if checkpoint else 0, config.train
+    grid = _grid_path(run_dir, step)
+    missing = [p for p in (grid, run_dir / "loss.png") if not p.exists()]
+    if step > cfg.num_steps or not missing:
+        raise DDPMError(
+            f"the run is already at step {step} >= train.num_steps={cfg.num_steps}; "
+            f"raise it with --set train.num_steps=N"
+        )
+    if ctx.is_main:
+        log.warning("finishing the run at step %d: writing %s", step, ", ".join(map(str, missing)))
+        if not grid.exists():
+            _sample_grid(trainer, config, run_dir, step, stop=None)
+        plot_loss(run_dir / "log.csv", run_dir / "loss.png")
+    return TrainResult(
+        run_dir=run_dir,
+        step=step,
+        last_loss=_last_logged_loss(run_dir),
+        checkpoint=checkpoint.path if checkpoint else None,
+        samples=grid if grid.exists() else None,
+    )
+
+
+def _last_logged_loss(run_dir: Path) -> float:
+    rows = run_files.read_rows(run_dir / "log.csv", run_files.LOG_FIELDS, start=2**62)
+    return float(rows[-1]["loss"]) if rows else math.nan
+
+
+def _grid_path(run_dir: Path, step: int) -> Path:
+    return run_dir / "samples" / f"step_{step:08d}.png"
+
+
+class _SamplingStopped(Exception):
+    """Raised from the sampler's callback to drop a sample grid when a stop is requested."""
+
+
+def _sample_grid(
+    trainer: Trainer, config: RunConfig, run_dir: Path, step: int, *, stop: StopRequest | None
+) -> Path | None:
+    """The EMA's sample grid at a step; abandoned (None) if a stop request arrives meanwhile, so a
+    pre-empted run does not spend its grace period drawing pictures."""
+
+    def interrupt(_: object) -> None:
+        if stop is not None and stop.requested:
+            raise _SamplingStopped
+
+    try:
+        images = generate(
+            trainer.ema,
+            build_schedule(config),
+            config,
+            n=config.train.num_sample_images,
+            seed=config.train.seed,
+            callback=interrupt,
+            progress=False,
+        )
+    except _SamplingStopped:
+        log.warning("sample grid at step %d skipped: %s requested a stop", step, stop.requested)
+        return None
+    return save_grid(images, _grid_path(run_dir, step))
 
 
 def _checkpoint(
@@ -160,15 +215,17 @@ def _checkpoint(
     val_data: ImageData | None,
     best: list[float],
 ) -> Path:
-    """Save the step's checkpoint; with validation data, log the EMA's validation loss and also
-    save best.safetensors when it is the lowest so far."""
-    is_best = False
+    """Save the step's checkpoint; with validation data, log the EMA's validation loss, record it
+    in the checkpoint and also save best.safetensors when it is the lowest so far."""
+    loss, is_best = None, False
     if val_data is not None and ctx.is_main:
         loss = validation_loss(trainer.ema, val_data, config, num_images=config.train.val_images)
         run_files.append_csv(run_dir / "val_loss.csv", [step, f"{loss:.6g}"])
         is_best = math.isfinite(loss) and loss < best[0]
         best[0] = min(best[0], loss)
-    return run_files.save(trainer, config, run_dir, step, write=ctx.is_main, best=is_best)
+    return run_files.save(
+        trainer, config, run_dir, step, write=ctx.is_main, val_loss=loss, best=is_best
+    )
 
 
 def _loop(
@@ -183,46 +240,36 @@ def _loop(
     progress: bool,
 ) -> TrainResult:
     cfg = config.train
-    if start >= cfg.num_steps:
-        raise DDPMError(
-            f"the run is already at step {start} >= train.num_steps={cfg.num_steps}; "
-            f"raise it with --set train.num_steps=N"
-        )
-    window = _LogWindow(ctx, start, cfg.max_nonfinite_steps)
-    best = [run_files.best_val_loss(run_dir, start)]
-    last_loss, checkpoint, samples = math.nan, None, None
+    window = LogWindow(ctx, start, cfg.max_nonfinite_steps)
+    best = [run_files.best_val_loss(run_dir, start) if ctx.is_main else math.inf]
+    last_loss, checkpoint, samples, saved_at = math.nan, None, None, start
+    vote = distributed.StopVote(ctx)
     bar = tqdm(total=cfg.num_steps, initial=start, desc="train", disable=not progress, unit="step")
-    with StopRequest() as stop, bar:
+    with StopRequest() as stop, bar, contextlib.closing(vote):
         for step in range(start, cfg.num_steps):
+            if vote(stop.requested is not None):  # before a step: none starts after a signal
+                if window.start < step:
+                    window.flush(step, cfg, run_dir)
+                if step > saved_at:
+                    checkpoint = run_files.save(trainer, config, run_dir, step, write=ctx.is_main)
+                saved = f"saved {checkpoint}" if step > saved_at else "nothing new to save"
+                raise TrainingStopped(
+                    f"stopped by {stop.requested or 'another process'} at step {step}; "
+                    f"{saved}; continue with: ddpm train --resume {run_dir}"
+                )
             window.add(step, *trainer.step(step, *batches.batch(step)))
             bar.update(1)
             done = step + 1
-            at_log = done % cfg.log_every == 0 or done == cfg.num_steps
-            if at_log:
+            if done % cfg.log_every == 0 or done == cfg.num_steps:
                 last_loss, rate = window.flush(done, cfg, run_dir)
                 bar.set_postfix(loss=f"{last_loss:.4f}", img_s=f"{rate:.0f}")
-            # processes agree on a stop only at log lines: one collective per interval
-            stopping = at_log and distributed.any_process(ctx, stop.requested is not None)
-            if done % cfg.checkpoint_every == 0 or done == cfg.num_steps or stopping:
+            if done % cfg.checkpoint_every == 0 or done == cfg.num_steps:
                 checkpoint = _checkpoint(
                     trainer, config, run_dir, done, ctx=ctx, val_data=val_data, best=best
                 )
+                saved_at = done
             if ctx.is_main and (done % cfg.sample_every == 0 or done == cfg.num_steps):
-                images = generate(
-                    trainer.ema,
-                    build_schedule(config),
-                    config,
-                    n=cfg.num_sample_images,
-                    seed=cfg.seed,
-                    progress=False,
-                )
-                samples = save_grid(images, run_dir / "samples" / f"step_{done:08d}.png")
-            if stopping:
-                raise TrainingStopped(
-                    f"stopped by {stop.requested or 'another process'} at step "
-                    f"{done}; saved {checkpoint}; continue with: ddpm train "
-                    f"--resume {run_dir}"
-                )
+                samples = _sample_grid(trainer, config, run_dir, done, stop=stop)
     if ctx.is_main:
         plot_loss(run_dir / "log.csv", run_dir / "loss.png")
     return TrainResult(

@@ -1,87 +1,199 @@
 """The files of a run folder, written by the main process only: config.json, log.csv,
-val_loss.csv, checkpoints/ (the last K plus best.safetensors) and samples/."""
+val_loss.csv, checkpoints/ (the last K plus best.safetensors), samples/ and loss.png.
+
+Everything but the two CSV logs is replaced atomically (ddpm.files). The logs are appended a row
+at a time; when a run resumes they are read back leniently: rows after the checkpoint are dropped
+(they are redone), a line torn by a kill is dropped, and anything else unreadable (binary junk, a
+`60,abc` row) is set aside in `NAME.damaged-TIMESTAMP` with a warning, never a traceback.
+"""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
+import math
+import shutil
+import time
 from pathlib import Path
 
 import torch
 
 from ..checkpoint import (
-    atomic_write,
+    Checkpoint,
     checkpoint_path,
     list_checkpoints,
+    load_checkpoint,
     load_latest,
     prune_checkpoints,
     save_checkpoint,
 )
-from ..config import RunConfig, to_dict
+from ..config import RunConfig, from_dict, to_dict
 from ..errors import DDPMError
+from ..files import atomic_write, remove_temporaries
+from .run_lock import LOCK_NAME
 from .step import Trainer
 
 log = logging.getLogger(__name__)
 LOG_FIELDS = ["step", "loss", "lr", "grad_norm", "images_per_s", "elapsed_s", "skipped_steps"]
+VAL_FIELDS = ["step", "val_loss"]
 BEST = "best.safetensors"
+# what a run writes; `--overwrite` removes exactly these and nothing else in the folder
+RUN_ENTRIES = (
+    "config.json",
+    "log.csv",
+    "val_loss.csv",
+    "loss.png",
+    "checkpoints",
+    "samples",
+    "eval",
+)
 
 
 def write_config(run_dir: Path, config: RunConfig) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(run_dir / "config.json", (json.dumps(to_dict(config), indent=2) + "\n").encode())
 
 
-def restore(trainer: Trainer, run_dir: Path) -> int:
-    """Load the newest good checkpoint into the trainer (and the CPU RNG); return its step."""
+def read_config(run_dir: Path) -> RunConfig:
+    """The run's config.json; if it is missing or damaged, the newest good checkpoint's config
+    (a checkpoint alone rebuilds its run), with a warning; else one DDPMError line."""
+    path = run_dir / "config.json"
+    try:
+        return from_dict(json.loads(path.read_bytes().decode()))
+    except (OSError, ValueError, DDPMError) as error:  # UnicodeDecodeError is a ValueError
+        reason = "missing" if isinstance(error, FileNotFoundError) else f"unreadable ({error})"
+    if not list_checkpoints(run_dir / "checkpoints"):
+        raise DDPMError(
+            f"{run_dir} is not a run folder: {path} is {reason[:120]} and there is no checkpoint"
+        )
     checkpoint = load_latest(run_dir / "checkpoints")
+    log.warning("%s is %s; using the config of %s", path, reason[:120], checkpoint.path)
+    return from_dict(checkpoint.config)
+
+
+def claim_new_run(run_dir: Path, *, overwrite: bool) -> None:
+    """A new run needs an empty (or new) folder: another run's config, logs or best checkpoint
+    are never overwritten. With overwrite=True the earlier run's files (RUN_ENTRIES) are deleted."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise DDPMError(f"--out {run_dir} is a file, not a folder")
+    present = (
+        sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_NAME) if run_dir.is_dir() else []
+    )
+    if not present:
+        return
+    if not overwrite:
+        shown = ", ".join(present[:4]) + (", ..." if len(present) > 4 else "")
+        raise DDPMError(
+            f"{run_dir} is not empty ({shown}); continue that run with --resume {run_dir}, "
+            f"choose a new folder, or replace it with --overwrite"
+        )
+    for name in RUN_ENTRIES:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    log.warning("--overwrite: removed the earlier run's files from %s", run_dir)
+
+
+def latest_checkpoint(run_dir: Path) -> Checkpoint | None:
+    """The newest good checkpoint, or None when the run was stopped before its first one."""
+    if not list_checkpoints(run_dir / "checkpoints"):
+        return None
+    return load_latest(run_dir / "checkpoints")
+
+
+def restore(trainer: Trainer, checkpoint: Checkpoint) -> int:
+    """Load a checkpoint into the trainer; return its step. No RNG state is needed: every draw
+    of step n is a function of (train.seed, n)."""
     trainer.model.load_state_dict(checkpoint.state_dict("model"))
     trainer.ema.load_state_dict(checkpoint.state_dict("ema"))
     trainer.optimizer.load_state_dict(checkpoint.optimizer_state())
-    torch.set_rng_state(checkpoint.tensors["rng.cpu"])
-    log.info("resumed %s at step %d", run_dir, checkpoint.step)
+    log.info("resumed at step %d from %s", checkpoint.step, checkpoint.path)
     return checkpoint.step
 
 
-def remove_stale_temporaries(run_dir: Path) -> None:
-    """Temporary files a killed save left behind (never a complete checkpoint)."""
-    for tmp in (run_dir / "checkpoints").glob(".*.tmp*"):
-        tmp.unlink(missing_ok=True)
+def _parse_rows(path: Path, fields: list[str]) -> tuple[list[dict[str, str]], int]:
+    """(rows whose every field is a number, count of damaged lines) of a CSV log; a last line
+    without its newline (torn by a kill) is dropped without counting as damage."""
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines.pop()  # torn by a kill while it was written
+    lines = [line.rstrip("\r\n") for line in lines]
+    rows, damaged = [], 0
+    for line in lines[1:]:
+        values = next(csv.reader([line]), []) if "\0" not in line else []
+        try:
+            if len(values) != len(fields) or "\ufffd" in line:
+                raise ValueError(line)
+            [float(v) for v in values if v != ""]
+            int(values[0])
+        except (ValueError, IndexError):
+            damaged += bool(line.strip())
+            continue
+        rows.append(dict(zip(fields, values)))
+    header_ok = bool(lines) and lines[0].strip() == ",".join(fields)
+    return rows, damaged + (not header_ok and bool(text))
 
 
-def _rows_up_to(path: Path, start: int) -> list[dict[str, str]]:
-    """Complete rows with step <= start; a line cut short by a kill is dropped."""
-    if not start or not path.exists():
+def read_rows(path: Path, fields: list[str], start: int) -> list[dict[str, str]]:
+    """Rows of a CSV log with step <= start; damage is set aside with a warning."""
+    if not path.exists():
         return []
-    rows = []
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            try:
-                if int(row["step"]) <= start and None not in row.values():
-                    rows.append(row)
-            except (TypeError, ValueError):
-                continue
-    return rows
+    rows, damaged = _parse_rows(path, fields)
+    if damaged:
+        aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        shutil.copyfile(path, aside)
+        log.warning(
+            "%s had %d damaged line(s); kept its %d readable rows, the original is in %s",
+            path,
+            damaged,
+            len(rows),
+            aside,
+        )
+    return [r for r in rows if int(r["step"]) <= start]
 
 
 def open_csv(path: Path, fields: list[str], start: int) -> None:
     """Create a CSV log, or on resume keep only rows up to the checkpoint's step (later ones are
     redone)."""
-    rows = _rows_up_to(path, start)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields, restval="", extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    rows = read_rows(path, fields, start) if start else []
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, buffer.getvalue().encode())
 
 
 def append_csv(path: Path, row: list) -> None:
-    with open(path, "a", newline="") as f:
-        csv.writer(f).writerow(row)
+    """Append one row; a full disk is one DDPMError line."""
+    try:
+        with open(path, "a", newline="") as f:
+            csv.writer(f, lineterminator="\n").writerow(row)
+    except OSError as error:
+        raise DDPMError(
+            f"could not write {path}: {error.strerror or error}; {last_good(path.parent)}"
+        ) from None
 
 
 def best_val_loss(run_dir: Path, start: int) -> float:
-    rows = _rows_up_to(run_dir / "val_loss.csv", start)
-    return min((float(r["val_loss"]) for r in rows), default=float("inf"))
+    """The lowest validation loss so far: of the log rows up to `start` and of best.safetensors
+    itself (whose header records it), so a lost or damaged log never lets a worse checkpoint
+    replace the best one."""
+    rows = read_rows(run_dir / "val_loss.csv", VAL_FIELDS, start)
+    lowest = min((float(r["val_loss"]) for r in rows), default=math.inf)
+    best = run_dir / "checkpoints" / BEST
+    if best.is_file():
+        try:
+            recorded = load_checkpoint(best).val_loss
+        except DDPMError as error:
+            log.warning("%s; it will be replaced by the next best checkpoint", error)
+            return lowest
+        if recorded is not None and math.isfinite(recorded):
+            lowest = min(lowest, recorded)
+    return lowest
 
 
 def all_finite(module: torch.nn.Module) -> bool:
@@ -102,6 +214,7 @@ def save(
     step: int,
     *,
     write: bool,
+    val_loss: float | None = None,
     best: bool = False,
 ) -> Path:
     """Check the weights (on every process, so all agree), then let the main process write the
@@ -117,8 +230,15 @@ def save(
             model=trainer.model,
             ema=trainer.ema,
             optimizer=trainer.optimizer,
+            val_loss=val_loss,
         )
         if best:  # the same bytes, not a second serialisation of the same tensors
             atomic_write(run_dir / "checkpoints" / BEST, path.read_bytes())
         prune_checkpoints(run_dir / "checkpoints", config.train.keep_checkpoints)
     return path
+
+
+def clean_temporaries(run_dir: Path) -> None:
+    """Temporary files that a killed writer left in the run folder."""
+    for folder in (run_dir, run_dir / "checkpoints", run_dir / "samples"):
+        remove_temporaries(folder)

@@ -1,5 +1,10 @@
 """The training step: forward, loss, backward, clip, AdamW, EMA, with no host synchronisation.
 
+Every random draw of step n (t, noise, label dropout, dropout masks) comes from generators on the
+step's device seeded by (train.seed, n, purpose), drawn for the global batch and sliced to this
+process's rows: nothing is copied from the host and nothing depends on what ran before, so a
+resumed step and a step on N processes draw exactly what the uninterrupted one-process step would.
+
 Shared by the training loop and the benchmark, so `ddpm bench` times exactly what training runs.
 """
 
@@ -18,7 +23,8 @@ from ..compiling import CompiledNetwork, compile_errors
 from ..config import RunConfig, TrainConfig
 from ..data import step_generator
 from ..diffusion import gather, training_loss
-from ..models import UNet
+from ..errors import DDPMError
+from ..models import DropoutNoise, UNet, set_dropout_noise
 from ..precision import autocast_context, preferred_memory_format, resolve_precision
 from .ema import ema_decay_at, ema_tensor_lists, lerp_ema
 
@@ -35,6 +41,22 @@ def lr_at(step: int, train: TrainConfig) -> float:
     return train.lr
 
 
+def check_lr_continuity(saved: TrainConfig, resumed: TrainConfig, step: int) -> None:
+    """Refuse a resume whose new train.num_steps would make a cosine schedule's learning rate jump
+    at `step` (the decay is stretched over the new length, so the rate at `step` changes). An
+    explicit change of train.lr or train.lr_schedule is the user's choice and is allowed."""
+    if (saved.lr, saved.lr_schedule) != (resumed.lr, resumed.lr_schedule):
+        return
+    before, after = lr_at(step, saved), lr_at(step, resumed)
+    if math.isclose(before, after, rel_tol=1e-9, abs_tol=1e-15):
+        return
+    raise DDPMError(
+        f"train.num_steps {saved.num_steps} -> {resumed.num_steps} would make the cosine "
+        f"learning rate jump from {before:.3g} to {after:.3g} at step {step}; to extend the run "
+        f"at its current rate, add --set train.lr_schedule=constant --set train.lr={before:.6g}"
+    )
+
+
 StepResult = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
@@ -49,9 +71,10 @@ class Trainer:
 
 
 def _draw(generator: torch.Generator, draw: Callable, shape: tuple, rank: int, world: int):
-    """Draw for the global batch (shape[0] * world rows) and keep this process's slice, so N
-    processes use exactly the noise one process with the global batch would."""
-    values = draw((shape[0] * world, *shape[1:]), generator=generator)
+    """Draw for the global batch (shape[0] * world rows) on the generator's device and keep this
+    process's slice, so N processes use exactly the noise one process with the global batch
+    would."""
+    values = draw((shape[0] * world, *shape[1:]), generator=generator, device=generator.device)
     return values[rank * shape[0] : (rank + 1) * shape[0]]
 
 
@@ -94,6 +117,8 @@ def make_trainer(
     alpha_bar = build_schedule(config).alpha_bar.to(device=device, dtype=torch.float32)
     num_timesteps, null_label = config.diffusion.num_timesteps, model.null_label
     scaler = torch.amp.GradScaler(device.type, enabled=train.precision == "fp16")
+    dropout = DropoutNoise(step_generator(train.seed, 0, 3, device=device), rank, world_size)
+    set_dropout_noise(model, dropout)
     precision = resolve_precision(train.precision, device)
 
     def step(n: int, x0: torch.Tensor, labels: torch.Tensor | None) -> StepResult:
@@ -110,18 +135,19 @@ def make_trainer(
         n: int, x0: torch.Tensor, labels: torch.Tensor | None, net: Callable[..., torch.Tensor]
     ) -> StepResult:
         model.train()
-        generator = step_generator(train.seed, n, stream=2)
+        generator = step_generator(train.seed, n, 2, device=device)
+        dropout.generator = step_generator(train.seed, n, 3, device=device)
         batch = x0.shape[0]
         t = _draw(
             generator,
-            lambda s, generator: torch.randint(num_timesteps, s, generator=generator),
+            lambda s, **kw: torch.randint(num_timesteps, s, **kw),
             (batch,),
             rank,
             world_size,
-        ).to(device)
-        eps = _draw(generator, torch.randn, tuple(x0.shape), rank, world_size).to(device)
+        )
+        eps = _draw(generator, torch.randn, tuple(x0.shape), rank, world_size)
         if labels is not None and config.model.num_classes:
-            drop = _draw(generator, torch.rand, (batch,), rank, world_size).to(device)
+            drop = _draw(generator, torch.rand, (batch,), rank, world_size)
             labels = torch.where(
                 drop < train.label_dropout, torch.full_like(labels, null_label), labels
             )
