@@ -6,7 +6,10 @@ Rows go to `<run>/eval/metrics.csv` (appended, one row per metric) and are print
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -125,17 +128,29 @@ def sample_metrics(
 
 
 def write_rows(rows: Sequence[EvalRow], path: Path) -> Path:
-    """Append rows to metrics.csv, writing the header when the file is new."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    new = not path.is_file() or path.stat().st_size == 0
+    """Append rows to metrics.csv, writing the header when the file is new. A failed append (a
+    full disk) is one DDPMError and is cut back off, so the rows written before stay readable."""
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        if new:
-            writer.writeheader()
-        for row in rows:
-            record = asdict(row) | {"time": row.time or stamp}
-            writer.writerow({k: "" if v is None else v for k, v in record.items()})
+    existed = path.is_file()
+    size = path.stat().st_size if existed else 0
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=CSV_FIELDS)
+    if size == 0:
+        writer.writeheader()
+    for row in rows:
+        record = asdict(row) | {"time": row.time or stamp}
+        writer.writerow({k: "" if v is None else v for k, v in record.items()})
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", newline="") as f:
+            f.write(text.getvalue())
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            if existed:
+                os.truncate(path, size)
+            else:
+                path.unlink(missing_ok=True)
+        raise DDPMError(f"could not write {path}: {error.strerror or error}") from None
     return path
 
 

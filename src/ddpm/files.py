@@ -53,10 +53,17 @@ def atomic_output(path: str | Path, *, note: str = "") -> Iterator[Path]:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except (OSError, ValueError) as error:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise _failure(path, error, note) from None
+    except BaseException:  # the writer's own error or Ctrl-C: no temporary left behind either
+        _discard(tmp)
+        raise
     _fsync_folder(path.parent)
+
+
+def _discard(tmp: Path) -> None:
+    with contextlib.suppress(OSError):
+        tmp.unlink(missing_ok=True)
 
 
 def atomic_write(path: str | Path, blob: bytes, *, note: str = "") -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import torch
 
 from .data import load_dataset
 from .errors import DDPMError
+from .files import atomic_write
 from .generate import LoadedRun, generate, to_uint8
 from .metrics.pixel_fd import METRIC_NAME, frechet_distance, gaussian_fit, pixel_features
 from .samplers import SAMPLERS, num_function_evals
@@ -125,12 +127,10 @@ def run_sweep(
 
 def write_csv(rows: Sequence[SweepRow], path: str | Path) -> Path:
     """One line per row, columns as in SweepRow."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow([field.name for field in dataclasses.fields(SweepRow)])
-        for r in rows:
-            writer.writerow([r.sampler, r.steps, r.nfe, r.n, r.metric, f"{r.score:.6g}",
-                             f"{r.images_per_s:.4g}", f"{r.seconds:.2f}"])  # fmt: skip
-    return path
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow([field.name for field in dataclasses.fields(SweepRow)])
+    for r in rows:
+        writer.writerow([r.sampler, r.steps, r.nfe, r.n, r.metric, f"{r.score:.6g}",
+                         f"{r.images_per_s:.4g}", f"{r.seconds:.2f}"])  # fmt: skip
+    return atomic_write(path, text.getvalue().encode())

@@ -13,10 +13,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.utils import make_grid
 
+from .files import atomic_output
 from .generate import to_uint8
 from .samplers import StepInfo
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from .sweep import SweepRow
 
 MIN_DISPLAY_PIXELS = 64  # small images (8x8 digits) are enlarged with nearest-neighbour to this
@@ -30,11 +33,12 @@ def _enlarge(images: torch.Tensor) -> torch.Tensor:
 
 
 def save_image(grid: torch.Tensor, path: str | Path) -> Path:
-    """Save a [C, H, W] image in [-1, 1] as PNG."""
+    """Save a [C, H, W] image in [-1, 1] as PNG, atomically (a full disk is one DDPMError and
+    leaves any earlier file at `path` intact)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     array = to_uint8(grid).permute(1, 2, 0).numpy()
-    Image.fromarray(array[..., 0] if array.shape[2] == 1 else array).save(path)
+    with atomic_output(path) as tmp:
+        Image.fromarray(array[..., 0] if array.shape[2] == 1 else array).save(tmp)
     return path
 
 
@@ -75,6 +79,19 @@ def save_progressive(recorder: TrajectoryRecorder, final: torch.Tensor, path: st
     return save_grid(images, path, nrow=len(recorder.x_t) + 1)
 
 
+def _save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write a matplotlib figure atomically (format from the suffix, PNG without one) and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, format=path.suffix[1:] or "png")
+    finally:
+        plt.close(fig)
+    return path
+
+
 def plot_loss(log_csv: str | Path, path: str | Path) -> Path | None:
     """Plot the loss column of a training log (raw and smoothed) against the step; None if empty."""
     import matplotlib
@@ -98,9 +115,7 @@ def plot_loss(log_csv: str | Path, path: str | Path) -> Path | None:
     ax.set(xlabel="step", ylabel="training loss", yscale="log", title="Training loss")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return _save_figure(fig, path)
 
 
 def plot_sweep(rows: Sequence[SweepRow], path: str | Path) -> Path:
@@ -138,8 +153,4 @@ def plot_sweep(rows: Sequence[SweepRow], path: str | Path) -> Path:
         ax.grid(True, which="both", lw=0.3)
         ax.legend()
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path)

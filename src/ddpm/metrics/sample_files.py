@@ -11,15 +11,17 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DDPMError
+from ..files import atomic_output
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 
 def save_npz(images: torch.Tensor, path: str | Path) -> Path:
-    """uint8 [N, C, H, W] -> path.npz with arr_0 uint8 [N, H, W, C]."""
+    """uint8 [N, C, H, W] -> `path` (exactly; .npz is not appended) with arr_0 uint8 [N, H, W, C],
+    written atomically: a full disk is one DDPMError and leaves an earlier file intact."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, arr_0=images.permute(0, 2, 3, 1).contiguous().numpy())
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:  # a file object: numpy adds no suffix
+        np.savez(f, arr_0=images.permute(0, 2, 3, 1).contiguous().numpy())
     return path
 
 

@@ -107,12 +107,13 @@ def train(
 
 
 def _claim(held: contextlib.ExitStack, run_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Main process: lock the folder for this process's lifetime, check it is ours to write."""
-    if not resume:
-        run_files.claim_new_run(run_dir, overwrite=overwrite)  # also refuses a file
+    """Main process: lock the folder for this process's lifetime, then check it is ours to write
+    (under the lock, so --overwrite never deletes the files of a run that is training)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise DDPMError(f"{run_dir} is a file, not a run folder")
     held.enter_context(RunLock(run_dir))
-    if not resume:  # again under the lock: another writer may have started in between
-        run_files.claim_new_run(run_dir, overwrite=False)
+    if not resume:
+        run_files.claim_new_run(run_dir, overwrite=overwrite)
 
 
 def _restore(

@@ -75,8 +75,6 @@ def read_config(run_dir: Path) -> RunConfig:
 def claim_new_run(run_dir: Path, *, overwrite: bool) -> None:
     """A new run needs an empty (or new) folder: another run's config, logs or best checkpoint
     are never overwritten. With overwrite=True the earlier run's files (RUN_ENTRIES) are deleted."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise DDPMError(f"--out {run_dir} is a file, not a folder")
     present = (
         sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_NAME) if run_dir.is_dir() else []
     )

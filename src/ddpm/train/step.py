@@ -50,10 +50,16 @@ def check_lr_continuity(saved: TrainConfig, resumed: TrainConfig, step: int) -> 
     before, after = lr_at(step, saved), lr_at(step, resumed)
     if math.isclose(before, after, rel_tol=1e-9, abs_tol=1e-15):
         return
+    how = (
+        f"to go on at its current rate, add --set train.lr_schedule=constant "
+        f"--set train.lr={before:.6g}"
+        if before > 0
+        else "to train on after its decay, choose a rate: --set train.lr_schedule=constant "
+        "--set train.lr=RATE"
+    )
     raise DDPMError(
         f"train.num_steps {saved.num_steps} -> {resumed.num_steps} would make the cosine "
-        f"learning rate jump from {before:.3g} to {after:.3g} at step {step}; to extend the run "
-        f"at its current rate, add --set train.lr_schedule=constant --set train.lr={before:.6g}"
+        f"learning rate jump from {before:.3g} to {after:.3g} at step {step}; {how}"
     )
 
 
