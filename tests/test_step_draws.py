@@ -1,0 +1,92 @@
+"""Every random draw of a training step is a function of (seed, step), made on the step's device:
+the CPU draws are bit-identical to drawing t then eps from the (seed, step) generator, dropout
+masks are sliced from the global batch's, and on CUDA a step makes no host synchronisation."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from ddpm.config import from_dict, load_preset
+from ddpm.data import InMemoryBatches, seeded_generator
+from ddpm.diffusion import gather, training_loss
+from ddpm.models import DropoutNoise, SeededDropout
+from ddpm.schedules import make_schedule
+from ddpm.train import make_trainer
+
+SMALL = {"base_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1,
+         "attention_resolutions": [4], "num_groups": 4}  # fmt: skip
+
+
+def config(dropout: float = 0.0):
+    return from_dict(
+        {"model": {**SMALL, "dropout": dropout}, "train": {"precision": "fp32", "seed": 7}},
+        base=load_preset("digits"),
+    )
+
+
+def test_the_step_draws_t_then_eps_from_the_seed_and_step_generator():
+    cfg = config()
+    trainer = make_trainer(cfg, torch.device("cpu"))
+    x0 = torch.rand(6, 1, 8, 8) * 2 - 1
+    before = copy.deepcopy(trainer.model)
+    loss, _, _ = trainer.step(5, x0, None)
+    g = seeded_generator(7, 5, 2)  # written out here, not through step_generator
+    t = torch.randint(cfg.diffusion.num_timesteps, (6,), generator=g)
+    eps = torch.randn(x0.shape, generator=g)
+    d = cfg.diffusion
+    alpha_bar = make_schedule(
+        d.schedule, d.num_timesteps, beta_start=d.beta_start, beta_end=d.beta_end
+    ).alpha_bar.float()
+    expected = training_loss(
+        before, x0, t, eps, gather(alpha_bar, t, 4), prediction=d.prediction, loss_type=d.loss
+    ).mean()
+    assert torch.equal(loss, expected.detach())
+
+
+def test_dropout_masks_are_the_global_batch_sliced_per_process():
+    layer = SeededDropout(0.5).train()
+    x = torch.ones(8, 3, 4, 4)
+    whole = layer.__class__(0.5).train()
+    whole.noise = DropoutNoise(seeded_generator(1, 2, 3))
+    expected = whole(x)
+    for rank in (0, 1):
+        layer.noise = DropoutNoise(seeded_generator(1, 2, 3), rank=rank, world_size=2)
+        assert torch.equal(layer(x[rank * 4 : (rank + 1) * 4]), expected[rank * 4 : (rank + 1) * 4])
+    assert 0.3 < (expected == 0).float().mean() < 0.7 and set(expected.unique().tolist()) == {0, 2}
+    assert torch.equal(layer.eval()(x), x)
+
+
+def test_a_step_with_dropout_repeats_exactly_and_depends_on_the_step():
+    cfg = config(dropout=0.3)
+    x0 = torch.rand(4, 1, 8, 8) * 2 - 1
+    torch.manual_seed(0)
+    weights = make_trainer(cfg, torch.device("cpu")).model.state_dict()
+    losses = []
+    for step in (3, 3, 4):
+        torch.manual_seed(step * 1000 + len(losses))  # the global RNG must not matter
+        trainer = make_trainer(cfg, torch.device("cpu"))
+        trainer.model.load_state_dict(weights)
+        losses.append(trainer.step(step, x0, None)[0])
+    assert torch.equal(losses[0], losses[1]) and not torch.equal(losses[0], losses[2])
+
+
+@pytest.mark.gpu
+def test_a_cuda_training_step_makes_no_host_synchronisation():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    device = torch.device("cuda")
+    cfg = config(dropout=0.1)
+    trainer = make_trainer(cfg, device)
+    images = torch.randint(0, 256, (64, 1, 8, 8), dtype=torch.uint8)
+    batches = InMemoryBatches(images, None, batch_size=8, seed=0, random_flip=True, device=device)
+    trainer.step(0, *batches.batch(0))  # warm-up: lazy initialisation may synchronise once
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for step in range(1, 12):  # crosses an epoch boundary (8 steps per epoch)
+            trainer.step(step, *batches.batch(step))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
