@@ -280,3 +280,38 @@ def test_the_lock_file_names_its_holder_and_goes_with_the_process(tmp_path):
         assert child.returncode != 0 and f"in use by process {os.getpid()}" in child.stderr
     with RunLock(tmp_path), pytest.raises(DDPMError, match="in use by"):
         RunLock(tmp_path).__enter__()  # a second lock in the same process is refused too
+
+
+def test_a_path_that_cannot_be_written_is_one_line(tmp_path, capsys):
+    """A run folder or a sample grid under a regular file: one line, exit 2, before any work."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert train(blocker / "run", *sets(["train.num_steps=2"])) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot write to the run folder" in err
+    out = tmp_path / "run"
+    assert train(out, *sets(["train.num_steps=2"])) == 0
+    capsys.readouterr()
+    assert main(["sample", "--run", str(out), "--n", "2", "--steps", "2", "--quiet",
+                 "--out", str(blocker / "grid.png")]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "could not write" in err and "Traceback" not in err
+
+
+def test_sigterm_while_a_sample_grid_is_drawn_drops_the_grid(tmp_path):
+    """A pre-empted run does not spend its grace period drawing pictures."""
+    out = tmp_path / "run"
+    slow_grids = ["train.num_steps=1000000", "train.sample_every=2", "train.num_sample_images=64",
+                  "sample.steps=1000", "sample.sampler=ddpm"]  # fmt: skip
+    process = subprocess.Popen(command(out, *sets(slow_grids)), stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: (out / "log.csv").exists())
+    time.sleep(3)  # inside the first grid: 64 images x 1000 steps
+    process.send_signal(signal.SIGTERM)
+    try:
+        _, err = process.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail("the sample grid was not dropped")
+    assert process.returncode == 130 and "sample grid at step 2 skipped" in err, err
+    assert not (out / "samples" / "step_00000002.png").exists()
+    assert "at step 2;" in err or "at step 3;" in err
