@@ -46,26 +46,6 @@ TINY_RUN = [
 ]
 
 
-@pytest.fixture
-def tiny_fs(tmp_path):
-    """A real, tiny tmpfs file system (needs root; skipped where mounting is not allowed)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-
-    def make(size_kib: int) -> Path:
-        result = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size_kib}k", "tmpfs", str(mount)],
-            capture_output=True,
-            text=True,
-        )
-        if result.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-        return mount
-
-    yield make
-    subprocess.run(["umount", str(mount)], capture_output=True)
-
-
 def fill(disk: Path, *, leave: int = 0) -> None:
     """Use up every free byte of `disk` but `leave` (a multiple of the 4 KiB page) with a filler."""
     reserve = disk / "reserve"

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
-
 import pytest
 import torch
 from tiny import TINY_MODEL, sets
@@ -26,26 +23,6 @@ TINY = [
     "sample.steps=2",
 ]
 SETS = sets(TINY)
-
-
-@pytest.fixture
-def tiny_fs(tmp_path):
-    """A real, tiny tmpfs file system (needs root; skipped where mounting is not allowed)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-
-    def make(size_kib: int) -> Path:
-        result = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size_kib}k", "tmpfs", str(mount)],
-            capture_output=True,
-            text=True,
-        )
-        if result.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-        return mount
-
-    yield make
-    subprocess.run(["umount", str(mount)], capture_output=True)
 
 
 def test_a_full_disk_stops_with_one_line_and_keeps_the_previous_checkpoint(

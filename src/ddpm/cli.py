@@ -9,7 +9,6 @@ import logging
 import sys
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 from .cli_eval import add_commands as add_eval_commands
@@ -119,7 +118,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     from .cli_sampling import class_labels, sampler_summary
     from .devices import resolve_device
-    from .files import atomic_output
+    from .metrics.sample_files import save_npz
     from .generate import generate, load_run, resolve_spacing, to_uint8
     from .viz import TrajectoryRecorder, save_grid, save_progressive
 
@@ -153,9 +152,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
             args.progressive or Path(args.out).with_name(Path(args.out).stem + "_progressive.png")
         )
         print(f"progressive denoising: {save_progressive(recorder, images, out)}")
-    if args.npz:  # a file object, so numpy writes exactly args.npz (it appends .npz to a name)
-        with atomic_output(args.npz) as tmp, open(tmp, "wb") as f:
-            np.savez(f, arr_0=to_uint8(images).permute(0, 2, 3, 1).numpy())
+    if args.npz:
+        save_npz(to_uint8(images), args.npz)
         print(
             f"npz: {args.npz} (arr_0: uint8 {args.n}x{images.shape[2]}x{images.shape[3]}x{images.shape[1]})"
         )
