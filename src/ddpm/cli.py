@@ -118,8 +118,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     from .cli_sampling import class_labels, sampler_summary
     from .devices import resolve_device
-    from .metrics.sample_files import save_npz
     from .generate import generate, load_run, resolve_spacing, to_uint8
+    from .metrics.sample_files import save_npz
     from .viz import TrajectoryRecorder, save_grid, save_progressive
 
     run = load_run(args.run, use_ema=not args.no_ema, device=resolve_device(args.device))
