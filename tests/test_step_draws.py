@@ -27,9 +27,19 @@ def config(dropout: float = 0.0):
     )
 
 
+def perturbed(trainer):
+    """Move every weight off its initialisation: zero-initialised output layers would make the
+    loss mean(eps^2) whatever t and the dropout masks are, and the tests below blind."""
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in trainer.model.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=generator))
+    return trainer
+
+
 def test_the_step_draws_t_then_eps_from_the_seed_and_step_generator():
     cfg = config()
-    trainer = make_trainer(cfg, torch.device("cpu"))
+    trainer = perturbed(make_trainer(cfg, torch.device("cpu")))
     x0 = torch.rand(6, 1, 8, 8) * 2 - 1
     before = copy.deepcopy(trainer.model)
     loss, _, _ = trainer.step(5, x0, None)
@@ -63,7 +73,7 @@ def test_a_step_with_dropout_repeats_exactly_and_depends_on_the_step():
     cfg = config(dropout=0.3)
     x0 = torch.rand(4, 1, 8, 8) * 2 - 1
     torch.manual_seed(0)
-    weights = make_trainer(cfg, torch.device("cpu")).model.state_dict()
+    weights = perturbed(make_trainer(cfg, torch.device("cpu"))).model.state_dict()
     losses = []
     for step in (3, 3, 4):
         torch.manual_seed(step * 1000 + len(losses))  # the global RNG must not matter
