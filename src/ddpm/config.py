@@ -34,6 +34,9 @@ class DiffusionConfig:
     cosine_s: float = 0.008
     prediction: Literal["eps", "x0", "v"] = "eps"
     loss: Literal["l2", "l1", "huber"] = "l2"
+    # per-t weight of the loss: none (L_simple, Ho et al. 2020) or min_snr (Hang et al. 2023)
+    loss_weight: Literal["none", "min_snr"] = "none"
+    min_snr_gamma: float = 5.0
     clip_denoised: bool = True
     variance: Literal["beta_tilde", "beta"] = "beta_tilde"
 
@@ -42,6 +45,7 @@ class DiffusionConfig:
         _require(
             0 < self.beta_start < self.beta_end < 1, "need 0 < diffusion.beta_start < beta_end < 1"
         )
+        _require(self.min_snr_gamma > 0, "diffusion.min_snr_gamma must be > 0")
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,13 @@ class TrainConfig:
     label_dropout: float = 0.1  # class-conditional only: probability of training on the null class
     val_images: int = 256  # test images for the validation loss at each checkpoint (0: none)
     max_nonfinite_steps: int = 5  # consecutive skipped (non-finite) steps that stop the run
+    # the noise levels a step visits (ddpm.noise_levels): uniform t (Ho et al. 2020), lognormal
+    # sigma (Karras et al. 2022: ln sigma ~ N(p_mean, p_std^2)), laplace log-SNR (Hang et al. 2024)
+    t_sampling: Literal["uniform", "lognormal", "laplace"] = "uniform"
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    laplace_mu: float = 0.0
+    laplace_b: float = 0.5
 
     def __post_init__(self) -> None:
         for name in ("num_steps", "batch_size", "log_every", "checkpoint_every", "sample_every"):
@@ -121,6 +132,7 @@ class TrainConfig:
         _require(self.num_sample_images >= 1, "train.num_sample_images must be >= 1")
         _require(self.val_images >= 0, "train.val_images must be >= 0")
         _require(self.max_nonfinite_steps >= 1, "train.max_nonfinite_steps must be >= 1")
+        _require(self.p_std > 0 and self.laplace_b > 0, "train.p_std and laplace_b must be > 0")
 
 
 @dataclass(frozen=True)

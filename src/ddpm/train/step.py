@@ -25,6 +25,7 @@ from ..data import step_generator
 from ..diffusion import gather, training_loss
 from ..errors import DDPMError
 from ..models import DropoutNoise, UNet, set_dropout_noise
+from ..noise_levels import laplace_timesteps, lognormal_timesteps, loss_weights
 from ..precision import autocast_context, preferred_memory_format, resolve_precision
 from .ema import ema_decay_at, ema_tensor_lists, lerp_ema
 
@@ -120,12 +121,24 @@ def make_trainer(
             model, device_ids=[device] if device.type == "cuda" else None
         )
     compiled = CompiledNetwork(forward, backend=compile_backend) if train.compile else None
-    alpha_bar = build_schedule(config).alpha_bar.to(device=device, dtype=torch.float32)
+    alpha_bar_64 = build_schedule(config).alpha_bar.to(device)
+    alpha_bar = alpha_bar_64.float()
     num_timesteps, null_label = config.diffusion.num_timesteps, model.null_label
     scaler = torch.amp.GradScaler(device.type, enabled=train.precision == "fp16")
     dropout = DropoutNoise(step_generator(train.seed, 0, 3, device=device), rank, world_size)
     set_dropout_noise(model, dropout)
     precision = resolve_precision(train.precision, device)
+
+    def draw_timesteps(generator: torch.Generator, batch: int) -> torch.Tensor:
+        """t [batch] by train.t_sampling, drawn for the global batch (see ddpm.noise_levels)."""
+        if train.t_sampling == "lognormal":
+            z = _draw(generator, torch.randn, (batch,), rank, world_size)
+            return lognormal_timesteps(z, alpha_bar_64, p_mean=train.p_mean, p_std=train.p_std)
+        if train.t_sampling == "laplace":
+            u = _draw(generator, torch.rand, (batch,), rank, world_size)
+            return laplace_timesteps(u, alpha_bar_64, mu=train.laplace_mu, b=train.laplace_b)
+        randint = lambda s, **kw: torch.randint(num_timesteps, s, **kw)  # noqa: E731
+        return _draw(generator, randint, (batch,), rank, world_size)
 
     def step(n: int, x0: torch.Tensor, labels: torch.Tensor | None) -> StepResult:
         if compiled is None or compiled.failed:
@@ -144,13 +157,7 @@ def make_trainer(
         generator = step_generator(train.seed, n, 2, device=device)
         dropout.generator = step_generator(train.seed, n, 3, device=device)
         batch = x0.shape[0]
-        t = _draw(
-            generator,
-            lambda s, **kw: torch.randint(num_timesteps, s, **kw),
-            (batch,),
-            rank,
-            world_size,
-        )
+        t = draw_timesteps(generator, batch)
         eps = _draw(generator, torch.randn, tuple(x0.shape), rank, world_size)
         if labels is not None and config.model.num_classes:
             drop = _draw(generator, torch.rand, (batch,), rank, world_size)
@@ -170,7 +177,13 @@ def make_trainer(
                 loss_type=diff.loss,
                 labels=labels,
             )
-        loss = losses.mean()
+        weights = loss_weights(
+            gather(alpha_bar, t, 1),
+            loss_weight=diff.loss_weight,
+            gamma=diff.min_snr_gamma,
+            prediction=diff.prediction,
+        )
+        loss = (losses if weights is None else losses * weights).mean()
         for group in optimizer.param_groups:
             group["lr"] = lr_at(n, train)
         optimizer.zero_grad(set_to_none=True)

@@ -13,6 +13,7 @@ from ..builders import build_schedule
 from ..config import RunConfig
 from ..data import ImageData, seeded_generator
 from ..diffusion import gather, training_loss
+from ..noise_levels import loss_weights
 
 VALIDATION_SEED = 20_200_619  # fixed: the validation noise never depends on the run's seed
 
@@ -26,7 +27,8 @@ def validation_loss(
     num_images: int,
     batch_size: int = 256,
 ) -> float:
-    """Mean per-example loss (config.diffusion.loss and prediction) of `net` on test images."""
+    """Mean per-example loss (config.diffusion.loss, prediction and loss_weight: the training
+    objective) of `net` on test images."""
     device = next(net.parameters()).device
     n = min(num_images, len(data))
     T = config.diffusion.num_timesteps
@@ -50,6 +52,12 @@ def validation_loss(
             prediction=config.diffusion.prediction,
             loss_type=config.diffusion.loss,
         )
-        total += losses.double().sum()
+        weights = loss_weights(
+            gather(alpha_bar, t, 1),
+            loss_weight=config.diffusion.loss_weight,
+            gamma=config.diffusion.min_snr_gamma,
+            prediction=config.diffusion.prediction,
+        )
+        total += (losses if weights is None else losses * weights).double().sum()
     net.train(was_training)
     return float(total) / n
