@@ -1,7 +1,7 @@
 """Checkpoints: one safetensors file per save, written atomically and verified on load.
 
 No pickle anywhere: tensors (model, EMA, optimizer state) are safetensors entries; the step, the
-config, the validation loss and the optimizer's hyper-parameters are JSON in the header's
+config, the validation loss, the training seconds and the optimizer's hyper-parameters are JSON in the header's
 metadata. A SHA-256 of the whole file (header included, with the digest's own 64 characters read
 as zeros) catches truncation and bit rot anywhere, so a flipped bit in the stored step or config
 is refused like one in the weights. Version-1 files, whose digest covers the tensor data only,
@@ -41,6 +41,7 @@ class Checkpoint:
     optimizer_groups: list[dict[str, Any]]
     path: Path
     val_loss: float | None = None  # the EMA's validation loss at this step, if it was measured
+    train_seconds: float | None = None  # training seconds spent up to this step (time budgets)
 
     def state_dict(self, prefix: str) -> dict[str, torch.Tensor]:
         """The entries under `prefix.` ("model", "ema") with the prefix removed."""
@@ -102,6 +103,7 @@ def save_checkpoint(
     ema: nn.Module,
     optimizer: torch.optim.Optimizer | None,
     val_loss: float | None = None,
+    train_seconds: float | None = None,
 ) -> None:
     """Save everything needed to resume (and to rebuild the model from this file alone)."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
@@ -122,6 +124,8 @@ def save_checkpoint(
     }
     if val_loss is not None:
         metadata["val_loss"] = repr(float(val_loss))
+    if train_seconds is not None:
+        metadata["train_seconds"] = repr(float(train_seconds))
     # Serialised once with the placeholder; the digest then takes its place, same length, so the
     # header's size and every offset stay as hashed.
     blob = bytearray(save_safetensors(tensors, metadata))
@@ -166,7 +170,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         metadata = _read_metadata(blob)
         _verify(blob, metadata, path)
         tensors = load_safetensors(blob)
-        val_loss = metadata.get("val_loss")
+        val_loss, seconds = metadata.get("val_loss"), metadata.get("train_seconds")
         return Checkpoint(
             step=int(metadata["step"]),
             config=json.loads(metadata["config"]),
@@ -174,6 +178,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             path=path,
             optimizer_groups=json.loads(metadata["optimizer_groups"]),
             val_loss=float(val_loss) if val_loss is not None else None,
+            train_seconds=float(seconds) if seconds is not None else None,
         )
     except Exception as error:  # safetensors, json and our own checks all mean "damaged file"
         raise DDPMError(

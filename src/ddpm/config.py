@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,6 +24,23 @@ from .errors import DDPMError
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise DDPMError(message)
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
+
+
+def parse_duration(text: str) -> float:
+    """ "90s", "20m", "2h", "1h30m" -> seconds (> 0); a DDPMError naming train.time_budget else."""
+    match = _DURATION.match(text.strip().lower()) if text else None
+    if not match or not any(match.groups()):
+        raise DDPMError(
+            f"train.time_budget must be a duration like 90s, 20m, 2h or 1h30m, got {text!r}"
+        )
+    seconds = sum(float(v) * _UNITS[u] for v, u in zip(match.groups(), "hms") if v)
+    if seconds <= 0:
+        raise DDPMError(f"train.time_budget must be > 0, got {text!r}")
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -118,6 +136,9 @@ class TrainConfig:
     p_std: float = 1.2
     laplace_mu: float = 0.0
     laplace_b: float = 0.5
+    # a wall-clock budget ("20m", "2h"; "" for none): the cosine decay follows the fraction of it
+    # spent and the run ends when it is spent (ddpm.train.budget); num_steps stays a cap
+    time_budget: str = ""
 
     def __post_init__(self) -> None:
         for name in ("num_steps", "batch_size", "log_every", "checkpoint_every", "sample_every"):
@@ -133,6 +154,8 @@ class TrainConfig:
         _require(self.val_images >= 0, "train.val_images must be >= 0")
         _require(self.max_nonfinite_steps >= 1, "train.max_nonfinite_steps must be >= 1")
         _require(self.p_std > 0 and self.laplace_b > 0, "train.p_std and laplace_b must be > 0")
+        if self.time_budget:
+            parse_duration(self.time_budget)
 
 
 @dataclass(frozen=True)

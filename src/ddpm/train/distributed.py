@@ -74,6 +74,17 @@ def any_process(ctx: Distributed, flag: bool) -> bool:
     return bool(all_reduce_sum(ctx, torch.tensor(float(flag), device=ctx.device)).item() > 0)
 
 
+def from_main(ctx: Distributed, value: float) -> float:
+    """The main process's `value` on every process (a host sync: for log lines, not steps)."""
+    if not ctx.active:
+        return value
+    return float(
+        all_reduce_sum(
+            ctx, torch.tensor(value if ctx.is_main else 0.0, dtype=torch.float64, device=ctx.device)
+        ).item()
+    )
+
+
 def barrier(ctx: Distributed) -> None:
     if ctx.active:
         dist.barrier()

@@ -3,6 +3,7 @@ so training makes one host sync per log interval, not one per step."""
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -11,7 +12,6 @@ import torch
 from ..config import TrainConfig
 from ..errors import DDPMError
 from . import distributed, run_files
-from .step import lr_at
 
 
 class LogWindow:
@@ -24,10 +24,18 @@ class LogWindow:
         self.loss, self.norm, self.good, self.bad_run = zeros(), zeros(), zeros(), zeros()
         self.stop_step = torch.full((), -1.0, device=ctx.device)
         self.start, self.time, self.t0 = start, time.perf_counter(), time.perf_counter()
+        self.lr = math.nan  # the rate of the last step added, for the log row
 
     def add(
-        self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor, finite: torch.Tensor
+        self,
+        step: int,
+        loss: torch.Tensor,
+        grad_norm: torch.Tensor,
+        finite: torch.Tensor,
+        *,
+        lr: float,
     ) -> None:
+        self.lr = lr
         self.loss += torch.where(finite, loss, 0.0)
         self.norm += torch.where(finite, grad_norm, 0.0)
         self.good += finite
@@ -57,7 +65,7 @@ class LogWindow:
                 [
                     done,
                     f"{loss:.6g}",
-                    f"{lr_at(done - 1, config):.6g}",
+                    f"{self.lr:.6g}",
                     f"{norm / max(good, 1):.6g}",
                     f"{rate:.2f}",
                     f"{now - self.t0:.1f}",

@@ -29,10 +29,11 @@ from ..errors import DDPMError
 from ..generate import generate
 from ..viz import plot_loss, save_grid
 from . import distributed, run_files
+from .budget import TimeBudget
 from .log_window import LogWindow
 from .run_lock import RunLock
 from .signals import StopRequest, TrainingStopped
-from .step import Trainer, check_lr_continuity, make_trainer
+from .step import Trainer, check_lr_continuity, lr_at, make_trainer
 from .validation import validation_loss
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,8 @@ def train(
                 checkpoint = run_files.latest_checkpoint(run_dir) if resume else None
                 start = _restore(trainer, checkpoint, config, run_dir)
                 distributed.on_main(ctx, lambda: _open_files(run_dir, config, start))
-                if start >= cfg.num_steps:
+                budget = _budget(cfg.time_budget, checkpoint, start)
+                if start >= cfg.num_steps or (budget is not None and budget.exhausted(start)):
                     return _finish(trainer, config, run_dir, checkpoint, ctx=ctx)
                 batches = InMemoryBatches(
                     data.images,
@@ -100,6 +102,7 @@ def train(
                     ctx=ctx,
                     val_data=val_data,
                     start=start,
+                    budget=budget,
                     progress=progress and ctx.is_main,
                 )
     finally:
@@ -128,6 +131,23 @@ def _restore(
     return start
 
 
+def _budget(text: str, checkpoint: Checkpoint | None, start: int) -> TimeBudget | None:
+    """The run's time budget, with the seconds its checkpoint says were spent already."""
+    if not text:
+        return None
+    spent = (checkpoint.train_seconds or 0.0) if checkpoint is not None else 0.0
+    return TimeBudget.start(text, spent=spent, step=start)
+
+
+def _tick(budget: TimeBudget, ctx: distributed.Distributed, done: int, at_log: bool) -> None:
+    """Anchor the budget's clock: one process at every step; under DDP at log lines, on the main
+    process's reading, so every process computes the same learning rate and end step."""
+    if not ctx.active:
+        budget.anchor(done, budget.clock())
+    elif at_log:
+        budget.anchor(done, distributed.from_main(ctx, budget.clock()))
+
+
 def _open_files(run_dir: Path, config: RunConfig, start: int) -> None:
     run_files.write_config(run_dir, config)
     run_files.clean_temporaries(run_dir)
@@ -148,6 +168,11 @@ def _finish(
     step, cfg = checkpoint.step if checkpoint else 0, config.train
     grid = _grid_path(run_dir, step)
     missing = [p for p in (grid, run_dir / "loss.png") if not p.exists()]
+    if step < cfg.num_steps and not missing:
+        raise DDPMError(
+            f"the run has spent its train.time_budget={cfg.time_budget} at step {step} (its "
+            f"learning rate has decayed); for longer training start a new run with a longer budget"
+        )
     if step > cfg.num_steps or not missing:
         raise DDPMError(
             f"the run is already at step {step} >= train.num_steps={cfg.num_steps}; "
@@ -215,6 +240,7 @@ def _checkpoint(
     ctx: distributed.Distributed,
     val_data: ImageData | None,
     best: list[float],
+    train_seconds: float | None,
 ) -> Path:
     """Save the step's checkpoint; with validation data, log the EMA's validation loss, record it
     in the checkpoint and also save best.safetensors when it is the lowest so far."""
@@ -225,7 +251,14 @@ def _checkpoint(
         is_best = math.isfinite(loss) and loss < best[0]
         best[0] = min(best[0], loss)
     return run_files.save(
-        trainer, config, run_dir, step, write=ctx.is_main, val_loss=loss, best=is_best
+        trainer,
+        config,
+        run_dir,
+        step,
+        write=ctx.is_main,
+        val_loss=loss,
+        train_seconds=train_seconds,
+        best=is_best,
     )
 
 
@@ -238,12 +271,14 @@ def _loop(
     ctx: distributed.Distributed,
     val_data: ImageData | None,
     start: int,
+    budget: TimeBudget | None,
     progress: bool,
 ) -> TrainResult:
     cfg = config.train
     window = LogWindow(ctx, start, cfg.max_nonfinite_steps)
     best = [run_files.best_val_loss(run_dir, start) if ctx.is_main else math.inf]
-    last_loss, checkpoint, samples, saved_at = math.nan, None, None, start
+    last_loss, checkpoint, samples, saved_at, done = math.nan, None, None, start, start
+    spent = (lambda n: budget.spent(n)) if budget is not None else (lambda n: None)  # noqa: E731
     vote = distributed.StopVote(ctx)
     bar = tqdm(total=cfg.num_steps, initial=start, desc="train", disable=not progress, unit="step")
     with StopRequest() as stop, bar, contextlib.closing(vote):
@@ -252,30 +287,39 @@ def _loop(
                 if window.start < step:
                     window.flush(step, cfg, run_dir)
                 if step > saved_at:
-                    checkpoint = run_files.save(trainer, config, run_dir, step, write=ctx.is_main)
+                    checkpoint = run_files.save(
+                        trainer, config, run_dir, step, write=ctx.is_main, train_seconds=spent(step)
+                    )
                 saved = f"saved {checkpoint}" if step > saved_at else "nothing new to save"
                 raise TrainingStopped(
                     f"stopped by {stop.requested or 'another process'} at step {step}; "
                     f"{saved}; continue with: ddpm train --resume {run_dir}"
                 )
-            window.add(step, *trainer.step(step, *batches.batch(step)))
+            lr = lr_at(step, cfg, fraction=budget.fraction(step) if budget else None)
+            window.add(step, *trainer.step(step, *batches.batch(step), lr=lr), lr=lr)
             bar.update(1)
-            done = step + 1
-            if done % cfg.log_every == 0 or done == cfg.num_steps:
+            done, at_log = step + 1, (step + 1) % cfg.log_every == 0
+            if budget is not None:
+                _tick(budget, ctx, done, at_log)
+            out_of_time = budget is not None and budget.exhausted(done)
+            last = done == cfg.num_steps or out_of_time
+            if at_log or last:
                 last_loss, rate = window.flush(done, cfg, run_dir)
                 bar.set_postfix(loss=f"{last_loss:.4f}", img_s=f"{rate:.0f}")
-            if done % cfg.checkpoint_every == 0 or done == cfg.num_steps:
-                checkpoint = _checkpoint(
-                    trainer, config, run_dir, done, ctx=ctx, val_data=val_data, best=best
-                )
+            if done % cfg.checkpoint_every == 0 or last:
+                checkpoint = _checkpoint(trainer, config, run_dir, done, ctx=ctx,
+                                         val_data=val_data, best=best, train_seconds=spent(done))  # fmt: skip
                 saved_at = done
-            if ctx.is_main and (done % cfg.sample_every == 0 or done == cfg.num_steps):
+            if ctx.is_main and (done % cfg.sample_every == 0 or last):
                 samples = _sample_grid(trainer, config, run_dir, done, stop=stop)
+            if out_of_time:
+                log.warning("train.time_budget=%s spent at step %d", cfg.time_budget, done)
+                break
     if ctx.is_main:
         plot_loss(run_dir / "log.csv", run_dir / "loss.png")
     return TrainResult(
         run_dir=run_dir,
-        step=cfg.num_steps,
+        step=done,
         last_loss=last_loss,
         checkpoint=checkpoint,
         samples=samples,

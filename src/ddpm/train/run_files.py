@@ -213,6 +213,7 @@ def save(
     *,
     write: bool,
     val_loss: float | None = None,
+    train_seconds: float | None = None,
     best: bool = False,
 ) -> Path:
     """Check the weights (on every process, so all agree), then let the main process write the
@@ -229,6 +230,7 @@ def save(
             ema=trainer.ema,
             optimizer=trainer.optimizer,
             val_loss=val_loss,
+            train_seconds=train_seconds,
         )
         if best:  # the same bytes, not a second serialisation of the same tensors
             atomic_write(run_dir / "checkpoints" / BEST, path.read_bytes())

@@ -30,9 +30,16 @@ from ..precision import autocast_context, preferred_memory_format, resolve_preci
 from .ema import ema_decay_at, ema_tensor_lists, lerp_ema
 
 
-def lr_at(step: int, train: TrainConfig) -> float:
+def lr_at(step: int, train: TrainConfig, *, fraction: float | None = None) -> float:
     """Learning rate at a step: linear warm-up to train.lr, then constant or cosine decay to 0.
-    A pure function of the step, so the schedule's whole state is the step counter."""
+    A pure function of the step, so the schedule's whole state is the step counter.
+
+    With a time budget, `fraction` (of the budget spent, in [0, 1]) drives the cosine decay
+    instead, multiplied by the warm-up factor so the rate has no jump where warm-up ends."""
+    if fraction is not None:
+        warm = min(1.0, (step + 1) / train.warmup_steps) if train.warmup_steps else 1.0
+        decay = 0.5 * (1 + math.cos(math.pi * fraction)) if train.lr_schedule == "cosine" else 1.0
+        return train.lr * warm * decay
     if step < train.warmup_steps:
         return train.lr * (step + 1) / train.warmup_steps
     if train.lr_schedule == "cosine":
@@ -65,6 +72,7 @@ def check_lr_continuity(saved: TrainConfig, resumed: TrainConfig, step: int) -> 
 
 
 StepResult = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+StepFunction = Callable[..., StepResult]  # (n, x0, labels, lr=None) -> (loss, grad norm, finite)
 
 
 @dataclass(eq=False)
@@ -74,7 +82,7 @@ class Trainer:
     model: UNet
     ema: UNet
     optimizer: torch.optim.Optimizer
-    step: Callable[[int, torch.Tensor, torch.Tensor | None], StepResult]
+    step: StepFunction
 
 
 def _draw(generator: torch.Generator, draw: Callable, shape: tuple, rank: int, world: int):
@@ -93,8 +101,9 @@ def make_trainer(
     world_size: int = 1,
     compile_backend: str | Callable = "inductor",
 ) -> Trainer:
-    """Build model, EMA and AdamW on `device` and the step function `step(n, x0, labels)`, which
-    runs optimizer step n on this process's share of the batch and returns device tensors
+    """Build model, EMA and AdamW on `device` and the step function `step(n, x0, labels, lr=None)`
+    (lr: the rate to use, default lr_at(n)), which runs optimizer step n on this process's share
+    of the batch and returns device tensors
     (mean loss, grad norm, finite), with no host synchronisation. With world_size > 1 (inside a
     process group) the network is wrapped in DistributedDataParallel.
 
@@ -140,18 +149,25 @@ def make_trainer(
         randint = lambda s, **kw: torch.randint(num_timesteps, s, **kw)  # noqa: E731
         return _draw(generator, randint, (batch,), rank, world_size)
 
-    def step(n: int, x0: torch.Tensor, labels: torch.Tensor | None) -> StepResult:
+    def step(
+        n: int, x0: torch.Tensor, labels: torch.Tensor | None, lr: float | None = None
+    ) -> StepResult:
+        lr = lr_at(n, train) if lr is None else lr
         if compiled is None or compiled.failed:
-            return run_step(n, x0, labels, forward)
+            return run_step(n, x0, labels, forward, lr)
         try:
-            return run_step(n, x0, labels, compiled)
+            return run_step(n, x0, labels, compiled, lr)
         except compile_errors() as error:  # raised in the backward pass: nothing was updated yet
             compiled.fall_back(error)
         # retried outside the except block, whose traceback holds the failed step's activations
-        return run_step(n, x0, labels, forward)
+        return run_step(n, x0, labels, forward, lr)
 
     def run_step(
-        n: int, x0: torch.Tensor, labels: torch.Tensor | None, net: Callable[..., torch.Tensor]
+        n: int,
+        x0: torch.Tensor,
+        labels: torch.Tensor | None,
+        net: Callable[..., torch.Tensor],
+        lr: float,
     ) -> StepResult:
         model.train()
         generator = step_generator(train.seed, n, 2, device=device)
@@ -185,7 +201,7 @@ def make_trainer(
         )
         loss = (losses if weights is None else losses * weights).mean()
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(n, train)
+            group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
