@@ -30,16 +30,14 @@ _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
 
 
-def parse_duration(text: str) -> float:
-    """ "90s", "20m", "2h", "1h30m" -> seconds (> 0); a DDPMError naming train.time_budget else."""
+def parse_duration(text: str, *, key: str = "train.time_budget") -> float:
+    """ "90s", "20m", "2h", "1h30m" -> seconds (> 0); a DDPMError naming `key` else."""
     match = _DURATION.match(text.strip().lower()) if text else None
     if not match or not any(match.groups()):
-        raise DDPMError(
-            f"train.time_budget must be a duration like 90s, 20m, 2h or 1h30m, got {text!r}"
-        )
+        raise DDPMError(f"{key} must be a duration like 90s, 20m, 2h or 1h30m, got {text!r}")
     seconds = sum(float(v) * _UNITS[u] for v, u in zip(match.groups(), "hms") if v)
     if seconds <= 0:
-        raise DDPMError(f"train.time_budget must be > 0, got {text!r}")
+        raise DDPMError(f"{key} must be > 0, got {text!r}")
     return seconds
 
 
@@ -139,6 +137,16 @@ class TrainConfig:
     # a wall-clock budget ("20m", "2h"; "" for none): the cosine decay follows the fraction of it
     # spent and the run ends when it is spent (ddpm.train.budget); num_steps stays a cap
     time_budget: str = ""
+    # quality measured while training (ddpm.train.quality): every eval_every steps ("500") or
+    # training minutes ("10m"; "" for never), eval_n images from eval_sampler at eval_steps,
+    # scored in eval_features ("" = the feature network named after the dataset), at most
+    # eval_max_fraction of the training time
+    eval_every: str = ""
+    eval_n: int = 1000
+    eval_features: str = ""
+    eval_sampler: str = "dpmpp-2m"
+    eval_steps: int = 20
+    eval_max_fraction: float = 0.1
 
     def __post_init__(self) -> None:
         for name in ("num_steps", "batch_size", "log_every", "checkpoint_every", "sample_every"):
@@ -156,6 +164,12 @@ class TrainConfig:
         _require(self.p_std > 0 and self.laplace_b > 0, "train.p_std and laplace_b must be > 0")
         if self.time_budget:
             parse_duration(self.time_budget)
+        if self.eval_every and not self.eval_every.strip().isdigit():
+            parse_duration(self.eval_every, key="train.eval_every (steps, or a duration)")
+        _require(
+            self.eval_n >= 2 and self.eval_steps >= 1, "train.eval_n must be >= 2, eval_steps >= 1"
+        )
+        _require(0 < self.eval_max_fraction <= 1, "train.eval_max_fraction must be in (0, 1]")
 
 
 @dataclass(frozen=True)
@@ -196,6 +210,12 @@ RESUMABLE_KEYS = {
     "train.num_steps",
     "train.lr",  # an explicit change of the rate from the resumed step on (logged)
     "train.lr_schedule",
+    "train.eval_every",
+    "train.eval_n",
+    "train.eval_features",
+    "train.eval_sampler",
+    "train.eval_steps",
+    "train.eval_max_fraction",
     "train.log_every",
     "train.checkpoint_every",
     "train.keep_checkpoints",
@@ -275,6 +295,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             return float(value)
         except ValueError:
             pass
+    if hint is str and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # a count of steps in a key that also takes a duration ("500", "10m")
     if hint is bool and not isinstance(value, bool):
         raise DDPMError(f"{key} must be true or false, got {value!r}")
     if hint is int and (isinstance(value, bool) or not isinstance(value, int)):

@@ -118,6 +118,34 @@ def plot_loss(log_csv: str | Path, path: str | Path) -> Path | None:
     return _save_figure(fig, path)
 
 
+def plot_quality(csv_path: str | Path, path: str | Path) -> Path | None:
+    """FID (with its bootstrap standard deviation) against training minutes and against images
+    seen, from RUN/eval/during_training.csv; None if it has no rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(csv_path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("fid")]
+    if not rows:
+        return None
+    fid = [float(r["fid"]) for r in rows]
+    spread = [float(r["fid_std"] or 0) for r in rows]
+    minutes = [float(r["train_seconds"]) / 60 for r in rows]
+    seen = [int(r["images_seen"]) for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), dpi=120, sharey=True)
+    for ax, x, label in ((axes[0], minutes, "training minutes"), (axes[1], seen, "images seen")):
+        ax.errorbar(x, fid, yerr=spread, marker="o", ms=3, lw=1.2, capsize=2)
+        ax.set(xlabel=label)
+        ax.grid(True, lw=0.3)
+    axes[0].set(ylabel=f"FID ({rows[-1]['feature_space']})")
+    fig.suptitle(f"Sample quality while training (n = {rows[-1]['n']}, {rows[-1]['sampler']}, "
+                 f"{rows[-1]['nfe']} NFE)")  # fmt: skip
+    fig.tight_layout()
+    return _save_figure(fig, path)
+
+
 def plot_sweep(rows: Sequence[SweepRow], path: str | Path) -> Path:
     """Two panels against NFE (log x): the quality score per sampler, and images/s. A sampler
     measured at one NFE only (a DDPM-1000 reference) is also drawn as a dashed level."""

@@ -15,9 +15,20 @@ the last interval; one process reads its own clock at every step.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..config import parse_duration
+
+
+class TrainingClock:
+    """Training seconds spent so far: those of earlier sessions (from the checkpoint) plus this
+    process's since the loop started."""
+
+    def __init__(self, spent_before: float = 0.0):
+        self.spent_before, self._zero = spent_before, time.perf_counter()
+
+    def __call__(self) -> float:
+        return self.spent_before + time.perf_counter() - self._zero
 
 
 @dataclass
@@ -28,19 +39,11 @@ class TimeBudget:
     spent_at_anchor: float
     anchor_step: int
     seconds_per_step: float = 0.0
-    _clock_zero: float = field(default_factory=time.perf_counter)
 
     @classmethod
     def start(cls, text: str, *, spent: float, step: int) -> TimeBudget:
         """A budget of `text` of which `spent` seconds were used before `step` (a resume)."""
         return cls(parse_duration(text), spent_at_anchor=spent, anchor_step=step)
-
-    def clock(self) -> float:
-        """This process's reading: seconds spent so far, earlier sessions included."""
-        return self._spent_before + time.perf_counter() - self._clock_zero
-
-    def __post_init__(self) -> None:
-        self._spent_before = self.spent_at_anchor
 
     def anchor(self, step: int, spent: float) -> None:
         """Agree that `spent` seconds were used after `step` steps; re-estimate seconds/step."""

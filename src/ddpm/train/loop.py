@@ -29,8 +29,9 @@ from ..errors import DDPMError
 from ..generate import generate
 from ..viz import plot_loss, save_grid
 from . import distributed, run_files
-from .budget import TimeBudget
+from .budget import TimeBudget, TrainingClock
 from .log_window import LogWindow
+from .quality import BEST_FID, QualityMonitor
 from .run_lock import RunLock
 from .signals import StopRequest, TrainingStopped
 from .step import Trainer, check_lr_continuity, lr_at, make_trainer
@@ -81,7 +82,12 @@ def train(
                 checkpoint = run_files.latest_checkpoint(run_dir) if resume else None
                 start = _restore(trainer, checkpoint, config, run_dir)
                 distributed.on_main(ctx, lambda: _open_files(run_dir, config, start))
-                budget = _budget(cfg.time_budget, checkpoint, start)
+                spent = (checkpoint.train_seconds or 0.0) if checkpoint is not None else 0.0
+                budget = (
+                    TimeBudget.start(cfg.time_budget, spent=spent, step=start)
+                    if cfg.time_budget
+                    else None
+                )
                 if start >= cfg.num_steps or (budget is not None and budget.exhausted(start)):
                     return _finish(trainer, config, run_dir, checkpoint, ctx=ctx)
                 batches = InMemoryBatches(
@@ -102,6 +108,7 @@ def train(
                     ctx=ctx,
                     val_data=val_data,
                     start=start,
+                    clock=TrainingClock(spent),
                     budget=budget,
                     progress=progress and ctx.is_main,
                 )
@@ -131,21 +138,15 @@ def _restore(
     return start
 
 
-def _budget(text: str, checkpoint: Checkpoint | None, start: int) -> TimeBudget | None:
-    """The run's time budget, with the seconds its checkpoint says were spent already."""
-    if not text:
-        return None
-    spent = (checkpoint.train_seconds or 0.0) if checkpoint is not None else 0.0
-    return TimeBudget.start(text, spent=spent, step=start)
-
-
-def _tick(budget: TimeBudget, ctx: distributed.Distributed, done: int, at_log: bool) -> None:
-    """Anchor the budget's clock: one process at every step; under DDP at log lines, on the main
-    process's reading, so every process computes the same learning rate and end step."""
+def _tick(
+    budget: TimeBudget, clock: TrainingClock, ctx: distributed.Distributed, done: int, at_log: bool
+) -> None:
+    """Anchor the budget on the clock: one process at every step; under DDP at log lines, on the
+    main process's reading, so every process computes the same learning rate and end step."""
     if not ctx.active:
-        budget.anchor(done, budget.clock())
+        budget.anchor(done, clock())
     elif at_log:
-        budget.anchor(done, distributed.from_main(ctx, budget.clock()))
+        budget.anchor(done, distributed.from_main(ctx, clock()))
 
 
 def _open_files(run_dir: Path, config: RunConfig, start: int) -> None:
@@ -262,6 +263,22 @@ def _checkpoint(
     )
 
 
+def _measure_quality(
+    monitor: QualityMonitor,
+    trainer: Trainer,
+    config: RunConfig,
+    run_dir: Path,
+    step: int,
+    seconds: float,
+) -> None:
+    """One point of the quality curve; the lowest FID's weights go to best_fid.safetensors."""
+    fid = monitor.evaluate(trainer.ema, step, seconds)
+    if fid is not None and fid < monitor.best_fid:
+        monitor.best_fid = fid
+        run_files.save(trainer, config, run_dir, step, write=True, train_seconds=seconds,
+                       name=BEST_FID)  # fmt: skip
+
+
 def _loop(
     trainer: Trainer,
     batches: InMemoryBatches,
@@ -271,14 +288,20 @@ def _loop(
     ctx: distributed.Distributed,
     val_data: ImageData | None,
     start: int,
+    clock: TrainingClock,
     budget: TimeBudget | None,
     progress: bool,
 ) -> TrainResult:
     cfg = config.train
+    monitor = None
+    if ctx.is_main:
+        monitor = QualityMonitor.create(
+            config, run_dir, start=start, seconds=clock(), world_size=ctx.world_size
+        )
     window = LogWindow(ctx, start, cfg.max_nonfinite_steps)
     best = [run_files.best_val_loss(run_dir, start) if ctx.is_main else math.inf]
     last_loss, checkpoint, samples, saved_at, done = math.nan, None, None, start, start
-    spent = (lambda n: budget.spent(n)) if budget is not None else (lambda n: None)  # noqa: E731
+    spent = (lambda n: budget.spent(n)) if budget is not None else (lambda n: clock())  # noqa: E731
     vote = distributed.StopVote(ctx)
     bar = tqdm(total=cfg.num_steps, initial=start, desc="train", disable=not progress, unit="step")
     with StopRequest() as stop, bar, contextlib.closing(vote):
@@ -300,7 +323,7 @@ def _loop(
             bar.update(1)
             done, at_log = step + 1, (step + 1) % cfg.log_every == 0
             if budget is not None:
-                _tick(budget, ctx, done, at_log)
+                _tick(budget, clock, ctx, done, at_log)
             out_of_time = budget is not None and budget.exhausted(done)
             last = done == cfg.num_steps or out_of_time
             if at_log or last:
@@ -312,6 +335,8 @@ def _loop(
                 saved_at = done
             if ctx.is_main and (done % cfg.sample_every == 0 or last):
                 samples = _sample_grid(trainer, config, run_dir, done, stop=stop)
+            if monitor is not None and (monitor.due(done, clock()) or last):
+                _measure_quality(monitor, trainer, config, run_dir, done, clock())
             if out_of_time:
                 log.warning("train.time_budget=%s spent at step %d", cfg.time_budget, done)
                 break

@@ -112,9 +112,11 @@ def restore(trainer: Trainer, checkpoint: Checkpoint) -> int:
     return checkpoint.step
 
 
-def _parse_rows(path: Path, fields: list[str]) -> tuple[list[dict[str, str]], int]:
-    """(rows whose every field is a number, count of damaged lines) of a CSV log; a last line
-    without its newline (torn by a kill) is dropped without counting as damage."""
+def _parse_rows(
+    path: Path, fields: list[str], text_fields: set[str]
+) -> tuple[list[dict[str, str]], int]:
+    """(rows whose every field but `text_fields` is a number, count of damaged lines) of a CSV
+    log; a last line without its newline (torn by a kill) is dropped without counting as damage."""
     text = path.read_bytes().decode("utf-8", errors="replace")
     lines = text.splitlines(keepends=True)
     if lines and not lines[-1].endswith("\n"):
@@ -126,7 +128,7 @@ def _parse_rows(path: Path, fields: list[str]) -> tuple[list[dict[str, str]], in
         try:
             if len(values) != len(fields) or "\ufffd" in line:
                 raise ValueError(line)
-            [float(v) for v in values if v != ""]
+            [float(v) for f, v in zip(fields, values) if v != "" and f not in text_fields]
             int(values[0])
         except (ValueError, IndexError):
             damaged += bool(line.strip())
@@ -136,11 +138,13 @@ def _parse_rows(path: Path, fields: list[str]) -> tuple[list[dict[str, str]], in
     return rows, damaged + (not header_ok and bool(text))
 
 
-def read_rows(path: Path, fields: list[str], start: int) -> list[dict[str, str]]:
+def read_rows(
+    path: Path, fields: list[str], start: int, *, text_fields: set[str] | None = None
+) -> list[dict[str, str]]:
     """Rows of a CSV log with step <= start; damage is set aside with a warning."""
     if not path.exists():
         return []
-    rows, damaged = _parse_rows(path, fields)
+    rows, damaged = _parse_rows(path, fields, text_fields or set())
     if damaged:
         aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
         shutil.copyfile(path, aside)
@@ -215,12 +219,16 @@ def save(
     val_loss: float | None = None,
     train_seconds: float | None = None,
     best: bool = False,
+    name: str | None = None,
 ) -> Path:
     """Check the weights (on every process, so all agree), then let the main process write the
-    step's checkpoint (and best.safetensors), and prune old ones."""
+    step's checkpoint (and best.safetensors), and prune old ones. With `name` (e.g.
+    best_fid.safetensors) the checkpoint is written under that name instead, and nothing is
+    pruned."""
     if not (all_finite(trainer.model) and all_finite(trainer.ema)):
         raise DDPMError(f"non-finite weights at step {step}, not saved; {last_good(run_dir)}")
-    path = checkpoint_path(run_dir / "checkpoints", step)
+    folder = run_dir / "checkpoints"
+    path = folder / name if name else checkpoint_path(folder, step)
     if write:
         save_checkpoint(
             path,
@@ -233,8 +241,9 @@ def save(
             train_seconds=train_seconds,
         )
         if best:  # the same bytes, not a second serialisation of the same tensors
-            atomic_write(run_dir / "checkpoints" / BEST, path.read_bytes())
-        prune_checkpoints(run_dir / "checkpoints", config.train.keep_checkpoints)
+            atomic_write(folder / BEST, path.read_bytes())
+        if not name:
+            prune_checkpoints(folder, config.train.keep_checkpoints)
     return path
 
 
