@@ -110,7 +110,8 @@ def main() -> None:
         out, lost, progress = work / "killed", 0, []
         kinds = {"kill": 0, "term": 0, "twin": 0}
         term_results, twins_refused = [], []
-        while True:
+        final = out / "checkpoints" / f"step_{args.steps:08d}.safetensors"
+        while not (final.exists() and (out / "loss.png").exists()):  # a kill may come after the end
             resume = (out / "config.json").exists()  # also before the first checkpoint
             if not resume:
                 shutil.rmtree(out, ignore_errors=True)
@@ -146,7 +147,6 @@ def main() -> None:
             _, err = process.communicate()
             if process.returncode != 0:
                 raise SystemExit(f"training failed with exit code {process.returncode}: {err}")
-            break
         a, b = final_weights(work / "reference", args.steps), final_weights(out, args.steps)
         equal = a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
         in_time = [past for ok, past in term_results if ok]
