@@ -71,3 +71,27 @@ def test_update_ema_includes_float_buffers_and_skips_integer_ones():
     update_ema(ema, model, 0.5)
     assert torch.allclose(ema.running_mean, torch.full((2,), 2.0))  # 0.5 * 0 + 0.5 * 4
     assert ema.num_batches_tracked.item() == 0
+
+
+def test_power_ema_gamma_matches_karras_et_al_2024():
+    """EDM2's published pairs: sigma_rel 0.05 <-> gamma 16.97, 0.10 <-> 6.94."""
+    from ddpm.train.ema import gamma_from_sigma_rel
+
+    assert gamma_from_sigma_rel(0.05) == pytest.approx(16.97, abs=0.01)
+    assert gamma_from_sigma_rel(0.10) == pytest.approx(6.94, abs=0.01)
+
+
+def test_power_ema_weighs_update_tau_by_its_closed_form():
+    """After t updates, x_tau's weight is (tau^(g+1) - (tau-1)^(g+1)) / t^(g+1)."""
+    from ddpm.train.ema import lerp_ema, power_ema_decay_at
+
+    gamma, t = 3.5, 12
+    values = torch.arange(1, t + 1, dtype=torch.float64) ** 2  # x_tau = tau^2
+    ema, model = [torch.zeros((), dtype=torch.float64)], [torch.zeros((), dtype=torch.float64)]
+    for n in range(t):
+        model[0].fill_(values[n])
+        lerp_ema((ema, model), power_ema_decay_at(n, gamma))
+    tau = torch.arange(1, t + 1, dtype=torch.float64)
+    weights = (tau ** (gamma + 1) - (tau - 1) ** (gamma + 1)) / t ** (gamma + 1)
+    assert weights.sum().item() == pytest.approx(1.0)
+    assert ema[0].item() == pytest.approx((weights * values).sum().item(), rel=1e-12)

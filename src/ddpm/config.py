@@ -114,6 +114,10 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     ema_decay: float = 0.9999
+    # warmup: min(ema_decay, (1 + n) / (10 + n)); power: Karras et al. 2024's power-function EMA
+    # with relative width ema_sigma_rel (its window grows with the run; ema_decay is unused)
+    ema_schedule: Literal["warmup", "power"] = "warmup"
+    ema_sigma_rel: float = 0.05
     seed: int = 0
     # auto: bf16 autocast where the hardware has bf16 arithmetic (CPUs with AVX512-BF16 or AMX,
     # CUDA GPUs that support it), else fp32; see ddpm.precision.resolve_precision
@@ -157,6 +161,7 @@ class TrainConfig:
             "train.warmup_steps and grad_clip must be >= 0",
         )
         _require(0 <= self.ema_decay < 1, "train.ema_decay must be in [0, 1)")
+        _require(0 < self.ema_sigma_rel < 0.28, "train.ema_sigma_rel must be in (0, 0.28)")
         _require(0 <= self.label_dropout <= 1, "train.label_dropout must be in [0, 1]")
         _require(self.num_sample_images >= 1, "train.num_sample_images must be >= 1")
         _require(self.val_images >= 0, "train.val_images must be >= 0")

@@ -27,7 +27,7 @@ from ..errors import DDPMError
 from ..models import DropoutNoise, UNet, set_dropout_noise
 from ..noise_levels import laplace_timesteps, lognormal_timesteps, loss_weights
 from ..precision import autocast_context, preferred_memory_format, resolve_precision
-from .ema import ema_decay_at, ema_tensor_lists, lerp_ema
+from .ema import ema_decay_at, ema_tensor_lists, gamma_from_sigma_rel, lerp_ema, power_ema_decay_at
 
 
 def lr_at(step: int, train: TrainConfig, *, fraction: float | None = None) -> float:
@@ -138,6 +138,12 @@ def make_trainer(
     set_dropout_noise(model, dropout)
     precision = resolve_precision(train.precision, device)
 
+    if train.ema_schedule == "power":
+        gamma = gamma_from_sigma_rel(train.ema_sigma_rel)
+        ema_decay = lambda n: power_ema_decay_at(n, gamma)  # noqa: E731
+    else:
+        ema_decay = lambda n: ema_decay_at(n, train.ema_decay)  # noqa: E731
+
     def draw_timesteps(generator: torch.Generator, batch: int) -> torch.Tensor:
         """t [batch] by train.t_sampling, drawn for the global batch (see ddpm.noise_levels)."""
         if train.t_sampling == "lognormal":
@@ -211,7 +217,7 @@ def make_trainer(
             optimizer.found_inf = (~finite).float()  # read by the fused kernel: skip if 1
         scaler.step(optimizer)
         scaler.update()
-        lerp_ema(ema_pairs, ema_decay_at(n, train.ema_decay))
+        lerp_ema(ema_pairs, ema_decay(n))
         return loss.detach(), grad_norm.detach(), finite
 
     return Trainer(model=model, ema=ema, optimizer=optimizer, step=step)
