@@ -45,7 +45,7 @@ class TrainResult:
     run_dir: Path
     step: int
     last_loss: float
-    checkpoint: Path
+    checkpoint: Path | None
     samples: Path | None
 
 
