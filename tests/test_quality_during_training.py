@@ -84,6 +84,8 @@ def test_without_a_feature_space_training_goes_on_with_a_notice(tmp_path, monkey
 
 def test_bad_eval_options_are_one_line(tmp_path, capsys):
     for pair, fragment in [("train.eval_every=often", "train.eval_every"),
+                           ("train.eval_every=0", "train.eval_every"),
+                           ("train.eval_sampler=euler", "train.eval_sampler"),
                            ("train.eval_max_fraction=0", "eval_max_fraction")]:  # fmt: skip
         assert train(tmp_path / pair, "train.num_steps=2", pair) == 2
         err = capsys.readouterr().err.strip()
@@ -98,3 +100,27 @@ def test_fid_spread_shrinks_with_more_samples(featnet_file, generator):
         samples = torch.randn(n, 8, generator=generator, dtype=torch.float64) + 0.3
         spreads.append(fid_with_spread(samples, reference, space, seed=0)[1])
     assert spreads[1] < spreads[0]
+
+
+def test_the_sampler_names_of_the_config_are_the_registry_s():
+    import typing
+
+    from ddpm.config import SamplerName
+    from ddpm.samplers import SAMPLERS
+
+    assert set(typing.get_args(SamplerName)) == set(SAMPLERS)
+
+
+def test_a_resume_drops_quality_rows_past_its_checkpoint(tmp_path, featnet_file, monkeypatch):
+    """Rows written after the checkpoint a run resumes from are redone, not duplicated."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    common = ["train.eval_every=2", "train.eval_max_fraction=1", "train.checkpoint_every=4",
+              "train.keep_checkpoints=5", f"train.eval_features={featnet_file}"]  # fmt: skip
+    assert train(out, "train.num_steps=6", *common) == 0
+    assert [int(r["step"]) for r in rows(out)] == [2, 4, 6]
+    (out / "checkpoints" / "step_00000006.safetensors").unlink()  # as if killed after step 6's row
+    with open(out / "eval" / "during_training.csv", "a") as f:
+        f.write("8,64,1.0,0.5,48,dpmpp-2m,4,featnet")  # and a row torn by the kill
+    assert main(["train", "--resume", str(out), "--quiet", *sets(["train.num_steps=8"])]) == 0
+    assert [int(r["step"]) for r in rows(out)] == [2, 4, 6, 8]

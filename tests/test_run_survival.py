@@ -127,8 +127,11 @@ def test_a_new_run_never_overwrites_another(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "is not empty" in err and "--overwrite" in err and "--resume" in err
     assert (out / "config.json").read_text() == "{}"
+    (out / "quality.png").write_bytes(b"old plot")
+    (out / "log.csv.damaged-20260101-000000").write_text("old")
     assert train(out, "--overwrite", *sets(["train.num_steps=2"])) == 0
     assert (out / "notes.txt").read_text() == "mine"  # only the run's own files are replaced
+    assert not (out / "quality.png").exists() and not list(out.glob("*.damaged-*"))
     assert load_checkpoint(out / "checkpoints" / "step_00000002.safetensors").step == 2
     (tmp_path / "file").write_text("x")
     capsys.readouterr()

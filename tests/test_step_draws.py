@@ -100,3 +100,17 @@ def test_a_cuda_training_step_makes_no_host_synchronisation():
             trainer.step(step, *batches.batch(step))
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_seeded_dropout_compiles_without_recompiling_each_step():
+    """A new generator every step must not make dynamo recompile (dropout 0.1, eager backend:
+    dynamo's tracing and guards without inductor's compile time)."""
+    import torch._dynamo
+
+    cfg = from_dict({"train": {"compile": True}}, base=config(dropout=0.1))
+    trainer = make_trainer(cfg, torch.device("cpu"), compile_backend="eager")
+    x0 = torch.rand(4, 1, 8, 8) * 2 - 1
+    trainer.step(0, x0, None)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        losses = [trainer.step(n, x0, None)[0] for n in range(1, 5)]
+    assert all(torch.isfinite(loss) for loss in losses)

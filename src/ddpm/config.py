@@ -41,6 +41,10 @@ def parse_duration(text: str, *, key: str = "train.time_budget") -> float:
     return seconds
 
 
+# ddpm.samplers.SAMPLERS' names (a test keeps the two in step)
+SamplerName = Literal["ddpm", "ddim", "dpmpp-2m", "dpmpp-2m-sde", "heun"]
+
+
 @dataclass(frozen=True)
 class DiffusionConfig:
     schedule: Literal["linear", "cosine", "quadratic", "sigmoid"] = "linear"
@@ -148,7 +152,7 @@ class TrainConfig:
     eval_every: str = ""
     eval_n: int = 1000
     eval_features: str = ""
-    eval_sampler: str = "dpmpp-2m"
+    eval_sampler: SamplerName = "dpmpp-2m"
     eval_steps: int = 20
     eval_max_fraction: float = 0.1
 
@@ -169,7 +173,9 @@ class TrainConfig:
         _require(self.p_std > 0 and self.laplace_b > 0, "train.p_std and laplace_b must be > 0")
         if self.time_budget:
             parse_duration(self.time_budget)
-        if self.eval_every and not self.eval_every.strip().isdigit():
+        if self.eval_every.strip().isdigit():
+            _require(int(self.eval_every) >= 1, "train.eval_every must be >= 1 step or a duration")
+        elif self.eval_every:
             parse_duration(self.eval_every, key="train.eval_every (steps, or a duration)")
         _require(
             self.eval_n >= 2 and self.eval_steps >= 1, "train.eval_n must be >= 2, eval_steps >= 1"

@@ -13,10 +13,10 @@ from .builders import build_model, build_schedule
 from .checkpoint import Checkpoint, load_checkpoint, load_latest
 from .compiling import CompiledNetwork
 from .config import RunConfig, from_dict
-from .data import seeded_generator
 from .denoiser import Denoiser, make_denoiser
 from .errors import DDPMError
 from .models import UNet
+from .rng import seeded_generator
 from .samplers import DEFAULT_SPACING, SAMPLERS, StepInfo, num_function_evals
 from .schedules import SPACINGS, Schedule, Spacing, sampling_timesteps
 

@@ -126,14 +126,17 @@ def plot_quality(csv_path: str | Path, path: str | Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with open(csv_path, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("fid")]
-    if not rows:
+    points = []
+    with open(csv_path, newline="", errors="replace") as f:
+        for r in csv.DictReader(f):
+            try:  # a row torn by a kill is left out of the picture
+                points.append((float(r["fid"]), float(r["fid_std"] or 0),
+                               float(r["train_seconds"]) / 60, int(r["images_seen"]), r))  # fmt: skip
+            except (KeyError, TypeError, ValueError):
+                continue
+    if not points:
         return None
-    fid = [float(r["fid"]) for r in rows]
-    spread = [float(r["fid_std"] or 0) for r in rows]
-    minutes = [float(r["train_seconds"]) / 60 for r in rows]
-    seen = [int(r["images_seen"]) for r in rows]
+    fid, spread, minutes, seen, rows = (list(column) for column in zip(*points))
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), dpi=120, sharey=True)
     for ax, x, label in ((axes[0], minutes, "training minutes"), (axes[1], seen, "images seen")):
         ax.errorbar(x, fid, yerr=spread, marker="o", ms=3, lw=1.2, capsize=2)

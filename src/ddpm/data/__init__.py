@@ -1,4 +1,5 @@
-from .batches import InMemoryBatches, seeded_generator, step_generator
+from ..rng import seeded_generator, step_generator  # re-exported: their old home
+from .batches import InMemoryBatches
 from .dataset import DATASETS, ImageData, check_labels, load_dataset
 
 __all__ = [

@@ -7,27 +7,10 @@ So the data order needs no saved state: resuming at step n gives the same batche
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from ..errors import DDPMError
-
-
-def seeded_generator(*key: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """A generator whose seed is a hash of the integer `key` (e.g. (seed, step, stream) or
-    (seed, image index)), so distinct keys give independent streams."""
-    state = np.random.SeedSequence([abs(k) for k in key]).generate_state(2, dtype=np.uint32)
-    generator = torch.Generator(device=device)
-    generator.manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
-    return generator
-
-
-def step_generator(
-    seed: int, step: int, stream: int, *, device: torch.device | str = "cpu"
-) -> torch.Generator:
-    """The generator on `device` for one purpose (`stream`) of one training step: 0 data order
-    (per epoch), 1 flips, 2 t / noise / label dropout, 3 dropout masks."""
-    return seeded_generator(seed, step, stream, device=device)
+from ..rng import global_batch_rows, step_generator
 
 
 class InMemoryBatches:
@@ -79,8 +62,10 @@ class InMemoryBatches:
         x0 = self.images[index].float().div_(127.5).sub_(1.0)
         if self.random_flip:
             generator = step_generator(self.seed, step, 1, device=x0.device)
-            flip = torch.rand(self.global_batch, generator=generator, device=x0.device)
-            mine = flip[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
+            mine = global_batch_rows(
+                torch.rand, (self.batch_size,), generator, rank=self.rank,
+                world_size=self.global_batch // self.batch_size,
+            )  # fmt: skip
             x0 = torch.where(mine[:, None, None, None] < 0.5, x0.flip(-1), x0)
         labels = self.labels[index] if self.labels is not None else None
         return x0, labels

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 import torch
 
-from ..data import seeded_generator
 from ..denoiser import make_denoiser
 from ..diffusion import (
     discretized_gaussian_log_likelihood,
@@ -33,6 +32,7 @@ from ..diffusion import (
     q_sample,
 )
 from ..errors import DDPMError
+from ..rng import seeded_generator
 from ..schedules import Schedule
 
 BPD_SEED = 20_200_619  # the noise and the sampled steps never depend on the caller's seed

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..rng import global_batch_rows
+
 
 @dataclass(eq=False)
 class DropoutNoise:
@@ -41,10 +43,9 @@ class SeededDropout(nn.Module):
             return x
         if self.noise is None:
             return F.dropout(x, self.p, training=True)
-        rows, noise = x.shape[0], self.noise
-        u = torch.rand(
-            (rows * noise.world_size, *x.shape[1:]), generator=noise.generator, device=x.device
-        )[noise.rank * rows : (noise.rank + 1) * rows]
+        noise = self.noise
+        u = global_batch_rows(torch.rand, tuple(x.shape), noise.generator, rank=noise.rank,
+                              world_size=noise.world_size)  # fmt: skip
         return x * ((u >= self.p).to(x.dtype) / (1 - self.p))
 
     def extra_repr(self) -> str:

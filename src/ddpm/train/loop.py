@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from ..data import ImageData, InMemoryBatches, check_labels, load_dataset
 from ..errors import DDPMError
 from ..generate import generate
 from ..viz import plot_loss, save_grid
-from . import distributed, run_files
+from . import distributed, quality, run_files
 from .budget import TimeBudget, TrainingClock
 from .log_window import LogWindow
 from .quality import BEST_FID, QualityMonitor
@@ -108,7 +109,7 @@ def train(
                     ctx=ctx,
                     val_data=val_data,
                     start=start,
-                    clock=TrainingClock(spent),
+                    spent_before=spent,
                     budget=budget,
                     progress=progress and ctx.is_main,
                 )
@@ -154,6 +155,7 @@ def _open_files(run_dir: Path, config: RunConfig, start: int) -> None:
     run_files.clean_temporaries(run_dir)
     run_files.open_csv(run_dir / "log.csv", run_files.LOG_FIELDS, start)
     run_files.open_csv(run_dir / "val_loss.csv", run_files.VAL_FIELDS, start)
+    quality.open_log(run_dir, start)
 
 
 def _finish(
@@ -203,19 +205,24 @@ def _grid_path(run_dir: Path, step: int) -> Path:
 
 
 class _SamplingStopped(Exception):
-    """Raised from the sampler's callback to drop a sample grid when a stop is requested."""
+    """Raised from the sampler's callback to abandon sampling when a stop is requested."""
 
 
-def _sample_grid(
-    trainer: Trainer, config: RunConfig, run_dir: Path, step: int, *, stop: StopRequest | None
-) -> Path | None:
-    """The EMA's sample grid at a step; abandoned (None) if a stop request arrives meanwhile, so a
-    pre-empted run does not spend its grace period drawing pictures."""
+def _interrupt_on(stop: StopRequest | None) -> Callable[[object], None]:
+    """A sampler callback that abandons sampling (grids, evaluations) once a stop is requested,
+    so a pre-empted run does not spend its grace period drawing pictures."""
 
     def interrupt(_: object) -> None:
         if stop is not None and stop.requested:
             raise _SamplingStopped
 
+    return interrupt
+
+
+def _sample_grid(
+    trainer: Trainer, config: RunConfig, run_dir: Path, step: int, *, stop: StopRequest | None
+) -> Path | None:
+    """The EMA's sample grid at a step; None if a stop request arrives meanwhile."""
     try:
         images = generate(
             trainer.ema,
@@ -223,7 +230,7 @@ def _sample_grid(
             config,
             n=config.train.num_sample_images,
             seed=config.train.seed,
-            callback=interrupt,
+            callback=_interrupt_on(stop),
             progress=False,
         )
     except _SamplingStopped:
@@ -269,10 +276,17 @@ def _measure_quality(
     config: RunConfig,
     run_dir: Path,
     step: int,
+    *,
     seconds: float,
+    stop: StopRequest,
 ) -> None:
-    """One point of the quality curve; the lowest FID's weights go to best_fid.safetensors."""
-    fid = monitor.evaluate(trainer.ema, step, seconds)
+    """One point of the quality curve (abandoned on a stop request); the lowest FID's weights go
+    to best_fid.safetensors."""
+    try:
+        fid = monitor.evaluate(trainer.ema, step, seconds, callback=_interrupt_on(stop))
+    except _SamplingStopped:
+        log.warning("evaluation at step %d skipped: %s requested a stop", step, stop.requested)
+        return
     if fid is not None and fid < monitor.best_fid:
         monitor.best_fid = fid
         run_files.save(trainer, config, run_dir, step, write=True, train_seconds=seconds,
@@ -288,20 +302,23 @@ def _loop(
     ctx: distributed.Distributed,
     val_data: ImageData | None,
     start: int,
-    clock: TrainingClock,
+    spent_before: float,
     budget: TimeBudget | None,
     progress: bool,
 ) -> TrainResult:
     cfg = config.train
-    monitor = None
-    if ctx.is_main:
-        monitor = QualityMonitor.create(
-            config, run_dir, start=start, seconds=clock(), world_size=ctx.world_size
-        )
+    monitor = distributed.on_main(
+        ctx,
+        lambda: QualityMonitor.create(config, run_dir, start=start, seconds=spent_before,
+                                      world_size=ctx.world_size, device=ctx.device),
+    )  # fmt: skip
+    clock = TrainingClock(spent_before)  # after the monitor's reference features: not training
     window = LogWindow(ctx, start, cfg.max_nonfinite_steps)
     best = [run_files.best_val_loss(run_dir, start) if ctx.is_main else math.inf]
     last_loss, checkpoint, samples, saved_at, done = math.nan, None, None, start, start
-    spent = (lambda n: budget.spent(n)) if budget is not None else (lambda n: clock())  # noqa: E731
+    # training seconds to record at step n: under DDP with a budget, the agreed reading
+    use_budget = budget is not None and ctx.active
+    spent = (lambda n: budget.spent(n)) if use_budget else (lambda n: clock())  # noqa: E731
     vote = distributed.StopVote(ctx)
     bar = tqdm(total=cfg.num_steps, initial=start, desc="train", disable=not progress, unit="step")
     with StopRequest() as stop, bar, contextlib.closing(vote):
@@ -336,7 +353,9 @@ def _loop(
             if ctx.is_main and (done % cfg.sample_every == 0 or last):
                 samples = _sample_grid(trainer, config, run_dir, done, stop=stop)
             if monitor is not None and (monitor.due(done, clock()) or last):
-                _measure_quality(monitor, trainer, config, run_dir, done, clock())
+                _measure_quality(
+                    monitor, trainer, config, run_dir, done, seconds=clock(), stop=stop
+                )
             if out_of_time:
                 log.warning("train.time_budget=%s spent at step %d", cfg.time_budget, done)
                 break

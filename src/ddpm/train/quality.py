@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from ..metrics import (
     resolve_feature_space,
 )
 from ..metrics.fidelity import layers_for
-from ..samplers import SAMPLERS, num_function_evals
+from ..samplers import num_function_evals
 from ..viz import plot_quality
 from . import run_files
 
@@ -42,7 +43,15 @@ METRICS = ("fid", "kid", "pr")
 BOOTSTRAP_DRAWS = 10
 FIELDS = ["step", "images_seen", "train_seconds", "eval_seconds", "n", "sampler", "nfe",
           "feature_space", "fid", "fid_std", "kid", "kid_std", "precision", "recall"]  # fmt: skip
-BEST_FID = "best_fid.safetensors"
+TEXT_FIELDS = {"sampler", "feature_space"}
+BEST_FID, CSV_NAME = "best_fid.safetensors", "during_training.csv"
+
+
+def open_log(run_dir: Path, start: int) -> None:
+    """On resume, keep only the rows up to the checkpoint's step (later ones are redone)."""
+    path = run_dir / "eval" / CSV_NAME
+    if path.exists():
+        run_files.open_csv(path, FIELDS, start, text_fields=TEXT_FIELDS)
 
 
 def parse_interval(text: str) -> tuple[int | None, float | None]:
@@ -88,7 +97,14 @@ class QualityMonitor:
 
     @classmethod
     def create(
-        cls, config: RunConfig, run_dir: Path, *, start: int, seconds: float, world_size: int
+        cls,
+        config: RunConfig,
+        run_dir: Path,
+        *,
+        start: int,
+        seconds: float,
+        world_size: int,
+        device: torch.device,
     ) -> QualityMonitor | None:
         """The run's monitor, or None (with a one-line notice) without train.eval_every or a
         feature space to score in."""
@@ -96,10 +112,6 @@ class QualityMonitor:
         every_steps, every_seconds = parse_interval(cfg.eval_every)
         if every_steps is None and every_seconds is None:
             return None
-        if cfg.eval_sampler not in SAMPLERS:
-            raise DDPMError(
-                f"unknown train.eval_sampler {cfg.eval_sampler!r}; known: {', '.join(SAMPLERS)}"
-            )
         features = cfg.eval_features or config.data.dataset
         try:
             space = resolve_feature_space(features)
@@ -111,7 +123,7 @@ class QualityMonitor:
         reference = reference_set(config.data, "test", None)
         name = f"{config.data.dataset}-test"
         features_of_reference, _ = cached_reference_features(
-            name, reference.images, space, layers_for(METRICS, space)
+            name, reference.images, space, layers_for(METRICS, space), device=device
         )
         return cls(config, run_dir, space, features_of_reference, world_size, every_steps,
                    every_seconds, start, seconds, best_fid=_best_recorded(run_dir, start))  # fmt: skip
@@ -121,8 +133,16 @@ class QualityMonitor:
             return step // self.every_steps > self.last_step // self.every_steps
         return seconds - self.last_seconds >= self.every_seconds
 
-    def evaluate(self, net: torch.nn.Module, step: int, seconds: float) -> float | None:
-        """Score the EMA at `step` (training seconds `seconds`); the FID, or None if skipped."""
+    def evaluate(
+        self,
+        net: torch.nn.Module,
+        step: int,
+        seconds: float,
+        *,
+        callback: Callable[[object], None] | None = None,
+    ) -> float | None:
+        """Score the EMA at `step` (training seconds `seconds`); the FID, or None if skipped.
+        `callback` is the sampler's per-step callback (it may raise to abandon the evaluation)."""
         self.last_step, self.last_seconds = step, seconds
         cap = self.config.train.eval_max_fraction
         if self.eval_seconds > cap * max(seconds, 1e-9):
@@ -136,8 +156,11 @@ class QualityMonitor:
         cfg = self.config.train
         images = generate(net, build_schedule(self.config), self.config, n=cfg.eval_n,
                           seed=EVAL_SEED, sampler=cfg.eval_sampler, steps=cfg.eval_steps,
-                          progress=False)  # fmt: skip
-        features = extract_features(to_uint8(images), self.space, layers_for(METRICS, self.space))
+                          callback=callback, progress=False)  # fmt: skip
+        device = next(net.parameters()).device
+        features = extract_features(
+            to_uint8(images), self.space, layers_for(METRICS, self.space), device=device
+        )
         values = {v.metric: v for v in fidelity_metrics(features, self.reference, ["kid", "pr"],
                                                         self.space)}  # fmt: skip
         layer = self.space.layer("fid")
@@ -151,9 +174,8 @@ class QualityMonitor:
         return fid
 
     def _write_row(self, step, seconds, spent, fid, fid_std, values) -> None:
-        cfg, path = self.config.train, self.run_dir / "eval" / "during_training.csv"
+        cfg, path = self.config.train, self.run_dir / "eval" / CSV_NAME
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
             run_files.open_csv(path, FIELDS, 0)
         row = [step, step * cfg.batch_size * self.world_size, f"{seconds:.1f}", f"{spent:.1f}",
                cfg.eval_n, cfg.eval_sampler, num_function_evals(cfg.eval_sampler, cfg.eval_steps),
@@ -166,6 +188,6 @@ class QualityMonitor:
 
 def _best_recorded(run_dir: Path, start: int) -> float:
     """The lowest FID logged up to `start` (a resumed run keeps its best_fid checkpoint)."""
-    path = run_dir / "eval" / "during_training.csv"
-    rows = run_files.read_rows(path, FIELDS, start, text_fields={"sampler", "feature_space"})
+    path = run_dir / "eval" / CSV_NAME
+    rows = run_files.read_rows(path, FIELDS, start, text_fields=TEXT_FIELDS)
     return min((float(r["fid"]) for r in rows), default=math.inf)

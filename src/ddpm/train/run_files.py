@@ -45,9 +45,11 @@ RUN_ENTRIES = (
     "log.csv",
     "val_loss.csv",
     "loss.png",
+    "quality.png",
     "checkpoints",
     "samples",
     "eval",
+    "*.damaged-*",  # logs set aside as damaged
 )
 
 
@@ -86,12 +88,16 @@ def claim_new_run(run_dir: Path, *, overwrite: bool) -> None:
             f"{run_dir} is not empty ({shown}); continue that run with --resume {run_dir}, "
             f"choose a new folder, or replace it with --overwrite"
         )
-    for name in RUN_ENTRIES:
-        path = run_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+    try:
+        for path in (p for pattern in RUN_ENTRIES for p in run_dir.glob(pattern)):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    except OSError as error:
+        raise DDPMError(
+            f"--overwrite could not remove {error.filename}: {error.strerror or error}"
+        ) from None
     log.warning("--overwrite: removed the earlier run's files from %s", run_dir)
 
 
@@ -144,10 +150,14 @@ def read_rows(
     """Rows of a CSV log with step <= start; damage is set aside with a warning."""
     if not path.exists():
         return []
-    rows, damaged = _parse_rows(path, fields, text_fields or set())
-    if damaged:
+    try:
+        rows, damaged = _parse_rows(path, fields, text_fields or set())
         aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
-        shutil.copyfile(path, aside)
+        if damaged:
+            shutil.copyfile(path, aside)
+    except OSError as error:
+        raise DDPMError(f"cannot read or set aside {path}: {error.strerror or error}") from None
+    if damaged:
         log.warning(
             "%s had %d damaged line(s); kept its %d readable rows, the original is in %s",
             path,
@@ -158,10 +168,12 @@ def read_rows(
     return [r for r in rows if int(r["step"]) <= start]
 
 
-def open_csv(path: Path, fields: list[str], start: int) -> None:
+def open_csv(
+    path: Path, fields: list[str], start: int, *, text_fields: set[str] | None = None
+) -> None:
     """Create a CSV log, or on resume keep only rows up to the checkpoint's step (later ones are
     redone)."""
-    rows = read_rows(path, fields, start) if start else []
+    rows = read_rows(path, fields, start, text_fields=text_fields) if start else []
     buffer = io.StringIO(newline="")
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()

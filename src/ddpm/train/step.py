@@ -21,12 +21,12 @@ from torch import nn
 from ..builders import build_model, build_schedule
 from ..compiling import CompiledNetwork, compile_errors
 from ..config import RunConfig, TrainConfig
-from ..data import step_generator
 from ..diffusion import gather, training_loss
 from ..errors import DDPMError
 from ..models import DropoutNoise, UNet, set_dropout_noise
 from ..noise_levels import laplace_timesteps, lognormal_timesteps, loss_weights
 from ..precision import autocast_context, preferred_memory_format, resolve_precision
+from ..rng import global_batch_rows, step_generator
 from .ema import ema_decay_at, ema_tensor_lists, gamma_from_sigma_rel, lerp_ema, power_ema_decay_at
 
 
@@ -53,8 +53,8 @@ def check_lr_continuity(saved: TrainConfig, resumed: TrainConfig, step: int) -> 
     """Refuse a resume whose new train.num_steps would make a cosine schedule's learning rate jump
     at `step` (the decay is stretched over the new length, so the rate at `step` changes). An
     explicit change of train.lr or train.lr_schedule is the user's choice and is allowed."""
-    if (saved.lr, saved.lr_schedule) != (resumed.lr, resumed.lr_schedule):
-        return
+    if (saved.lr, saved.lr_schedule) != (resumed.lr, resumed.lr_schedule) or saved.time_budget:
+        return  # a budget's decay follows its clock, not train.num_steps
     before, after = lr_at(step, saved), lr_at(step, resumed)
     if math.isclose(before, after, rel_tol=1e-9, abs_tol=1e-15):
         return
@@ -75,6 +75,36 @@ StepResult = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 StepFunction = Callable[..., StepResult]  # (n, x0, labels, lr=None) -> (loss, grad norm, finite)
 
 
+def ema_schedule(train: TrainConfig) -> Callable[[int], float]:
+    """The EMA decay at each update n: train.ema_schedule "warmup" or "power" (ddpm.train.ema)."""
+    if train.ema_schedule == "power":
+        gamma = gamma_from_sigma_rel(train.ema_sigma_rel)
+        return lambda n: power_ema_decay_at(n, gamma)
+    return lambda n: ema_decay_at(n, train.ema_decay)
+
+
+def timestep_sampler(
+    config: RunConfig, alpha_bar_64: torch.Tensor, *, rank: int, world_size: int
+) -> Callable[[torch.Generator, int], torch.Tensor]:
+    """(generator, batch) -> this process's t [batch] by train.t_sampling, drawn for the global
+    batch (ddpm.noise_levels); alpha_bar_64 [T] float64 on the step's device."""
+    train, num_timesteps = config.train, config.diffusion.num_timesteps
+
+    def draw(generator: torch.Generator, batch: int) -> torch.Tensor:
+        def mine(fn: Callable) -> torch.Tensor:
+            return global_batch_rows(fn, (batch,), generator, rank=rank, world_size=world_size)
+
+        if train.t_sampling == "lognormal":
+            z = mine(torch.randn)
+            return lognormal_timesteps(z, alpha_bar_64, p_mean=train.p_mean, p_std=train.p_std)
+        if train.t_sampling == "laplace":
+            u = mine(torch.rand)
+            return laplace_timesteps(u, alpha_bar_64, mu=train.laplace_mu, b=train.laplace_b)
+        return mine(lambda shape, **kw: torch.randint(num_timesteps, shape, **kw))
+
+    return draw
+
+
 @dataclass(eq=False)
 class Trainer:
     """The objects a run trains: the network, its EMA copy and the optimizer, with the step."""
@@ -83,14 +113,6 @@ class Trainer:
     ema: UNet
     optimizer: torch.optim.Optimizer
     step: StepFunction
-
-
-def _draw(generator: torch.Generator, draw: Callable, shape: tuple, rank: int, world: int):
-    """Draw for the global batch (shape[0] * world rows) on the generator's device and keep this
-    process's slice, so N processes use exactly the noise one process with the global batch
-    would."""
-    values = draw((shape[0] * world, *shape[1:]), generator=generator, device=generator.device)
-    return values[rank * shape[0] : (rank + 1) * shape[0]]
 
 
 def make_trainer(
@@ -132,28 +154,17 @@ def make_trainer(
     compiled = CompiledNetwork(forward, backend=compile_backend) if train.compile else None
     alpha_bar_64 = build_schedule(config).alpha_bar.to(device)
     alpha_bar = alpha_bar_64.float()
-    num_timesteps, null_label = config.diffusion.num_timesteps, model.null_label
+    null_label = model.null_label
     scaler = torch.amp.GradScaler(device.type, enabled=train.precision == "fp16")
     dropout = DropoutNoise(step_generator(train.seed, 0, 3, device=device), rank, world_size)
     set_dropout_noise(model, dropout)
     precision = resolve_precision(train.precision, device)
 
-    if train.ema_schedule == "power":
-        gamma = gamma_from_sigma_rel(train.ema_sigma_rel)
-        ema_decay = lambda n: power_ema_decay_at(n, gamma)  # noqa: E731
-    else:
-        ema_decay = lambda n: ema_decay_at(n, train.ema_decay)  # noqa: E731
+    ema_decay = ema_schedule(train)
+    draw_timesteps = timestep_sampler(config, alpha_bar_64, rank=rank, world_size=world_size)
 
-    def draw_timesteps(generator: torch.Generator, batch: int) -> torch.Tensor:
-        """t [batch] by train.t_sampling, drawn for the global batch (see ddpm.noise_levels)."""
-        if train.t_sampling == "lognormal":
-            z = _draw(generator, torch.randn, (batch,), rank, world_size)
-            return lognormal_timesteps(z, alpha_bar_64, p_mean=train.p_mean, p_std=train.p_std)
-        if train.t_sampling == "laplace":
-            u = _draw(generator, torch.rand, (batch,), rank, world_size)
-            return laplace_timesteps(u, alpha_bar_64, mu=train.laplace_mu, b=train.laplace_b)
-        randint = lambda s, **kw: torch.randint(num_timesteps, s, **kw)  # noqa: E731
-        return _draw(generator, randint, (batch,), rank, world_size)
+    def mine(draw: Callable, shape: tuple, generator: torch.Generator) -> torch.Tensor:
+        return global_batch_rows(draw, shape, generator, rank=rank, world_size=world_size)
 
     def step(
         n: int, x0: torch.Tensor, labels: torch.Tensor | None, lr: float | None = None
@@ -180,9 +191,9 @@ def make_trainer(
         dropout.generator = step_generator(train.seed, n, 3, device=device)
         batch = x0.shape[0]
         t = draw_timesteps(generator, batch)
-        eps = _draw(generator, torch.randn, tuple(x0.shape), rank, world_size)
+        eps = mine(torch.randn, tuple(x0.shape), generator)
         if labels is not None and config.model.num_classes:
-            drop = _draw(generator, torch.rand, (batch,), rank, world_size)
+            drop = mine(torch.rand, (batch,), generator)
             labels = torch.where(
                 drop < train.label_dropout, torch.full_like(labels, null_label), labels
             )

@@ -11,9 +11,10 @@ import torch
 
 from ..builders import build_schedule
 from ..config import RunConfig
-from ..data import ImageData, seeded_generator
+from ..data import ImageData
 from ..diffusion import gather, training_loss
 from ..noise_levels import loss_weights
+from ..rng import seeded_generator
 
 VALIDATION_SEED = 20_200_619  # fixed: the validation noise never depends on the run's seed
 
