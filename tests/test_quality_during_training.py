@@ -15,7 +15,6 @@ from ddpm.checkpoint import load_checkpoint
 from ddpm.cli import main
 from ddpm.config import load_preset
 from ddpm.data import load_dataset
-from ddpm.metrics import resolve_feature_space
 from ddpm.metrics.featnet import FeatNetInfo, save_featnet, train_featnet
 from ddpm.train.quality import fid_with_spread
 
@@ -92,13 +91,12 @@ def test_bad_eval_options_are_one_line(tmp_path, capsys):
         assert len(err.splitlines()) == 1 and fragment in err
 
 
-def test_fid_spread_shrinks_with_more_samples(featnet_file, generator):
-    space = resolve_feature_space(str(featnet_file))
+def test_fid_spread_shrinks_with_more_samples(generator):
     reference = torch.randn(2000, 8, generator=generator, dtype=torch.float64)
     spreads = []
     for n in (100, 1600):
         samples = torch.randn(n, 8, generator=generator, dtype=torch.float64) + 0.3
-        spreads.append(fid_with_spread(samples, reference, space, seed=0)[1])
+        spreads.append(fid_with_spread(samples, reference, seed=0)[1])
     assert spreads[1] < spreads[0]
 
 

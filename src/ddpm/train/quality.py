@@ -58,27 +58,33 @@ def parse_interval(text: str) -> tuple[int | None, float | None]:
     """train.eval_every: "500" -> (500 steps, None); "10m" -> (None, 600 s); "" -> (None, None)."""
     if not text:
         return None, None
-    if text.strip().isdigit():
-        if int(text) < 1:
-            raise DDPMError("train.eval_every must be >= 1 step, or a duration like 10m")
+    if text.strip().isdigit():  # TrainConfig has checked it is >= 1
         return int(text), None
     return None, parse_duration(text, key="train.eval_every (steps, or a duration)")
 
 
 def fid_with_spread(
-    samples: torch.Tensor, reference: torch.Tensor, space: FeatureSpace, *, seed: int
+    samples: torch.Tensor, reference: torch.Tensor, *, seed: int
 ) -> tuple[float, float]:
     """FID of sample features [N, D] against reference features, and the standard deviation of
-    FID over bootstrap resamples of the samples (the part of its noise that n controls)."""
-    layer = space.layer("fid")
-    fid = fidelity_metrics({layer: samples}, {layer: reference}, ["fid"], space)[0].value
+    FID over bootstrap resamples of the samples (the part of its noise that n controls). The
+    reference statistics are computed once for all of them (torch-fidelity's FID functions)."""
+    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+
+    reference_stats = fid_features_to_statistics(reference)
+
+    def fid_of(features: torch.Tensor) -> float:
+        stats = fid_features_to_statistics(features)
+        return fid_statistics_to_metric(stats, reference_stats, verbose=False)[
+            "frechet_inception_distance"
+        ]
+
     generator = torch.Generator().manual_seed(seed)
-    draws = []
-    for _ in range(BOOTSTRAP_DRAWS):
-        index = torch.randint(len(samples), (len(samples),), generator=generator)
-        resampled = {layer: samples[index]}
-        draws.append(fidelity_metrics(resampled, {layer: reference}, ["fid"], space)[0].value)
-    return fid, float(torch.tensor(draws).std())
+    draws = [
+        fid_of(samples[torch.randint(len(samples), (len(samples),), generator=generator)])
+        for _ in range(BOOTSTRAP_DRAWS)
+    ]
+    return fid_of(samples), float(torch.tensor(draws).std())
 
 
 @dataclass
@@ -164,8 +170,7 @@ class QualityMonitor:
         values = {v.metric: v for v in fidelity_metrics(features, self.reference, ["kid", "pr"],
                                                         self.space)}  # fmt: skip
         layer = self.space.layer("fid")
-        fid, fid_std = fid_with_spread(features[layer], self.reference[layer], self.space,
-                                       seed=EVAL_SEED)  # fmt: skip
+        fid, fid_std = fid_with_spread(features[layer], self.reference[layer], seed=EVAL_SEED)
         spent = time.perf_counter() - started
         self.eval_seconds += spent
         self._write_row(step, seconds, spent, fid, fid_std, values)
