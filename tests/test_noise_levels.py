@@ -84,3 +84,33 @@ def test_every_recipe_trains(t_sampling):
     x0 = torch.rand(8, 1, 8, 8) * 2 - 1
     losses = [trainer.step(n, x0, None)[0].item() for n in range(3)]
     assert all(0 < loss < 10 for loss in losses)
+
+
+def test_the_validation_loss_carries_the_min_snr_weights():
+    """A network that predicts eps = 0 has per-example l2 loss mean(eps^2); with min_snr each is
+    weighted by min(SNR_t, 5) / SNR_t at the validation grid's t."""
+    from ddpm.data import load_dataset
+    from ddpm.rng import seeded_generator
+    from ddpm.train.validation import VALIDATION_SEED, validation_loss
+
+    class Zero(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.unused = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x, t, y=None):
+            return torch.zeros_like(x)
+
+    base = load_preset("digits")
+    data = load_dataset(base.data, "test")
+    n = 64
+    t = torch.linspace(0, 999, n).round().long()
+    eps = torch.randn((n, *data.images.shape[1:]), generator=seeded_generator(VALIDATION_SEED))
+    per_example = (eps.double() ** 2).flatten(1).mean(dim=1)
+    ab = ALPHA_BAR[t]
+    snr = ab / (1 - ab)
+    expected = (per_example * torch.clamp(snr, max=5.0) / snr).mean().item()
+    config = from_dict({"diffusion": {"loss_weight": "min_snr"}}, base=base)
+    assert validation_loss(Zero(), data, config, num_images=n) == pytest.approx(expected, rel=1e-5)
+    plain = validation_loss(Zero(), data, base, num_images=n)
+    assert plain == pytest.approx(per_example.mean().item(), rel=1e-5)
