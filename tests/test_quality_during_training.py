@@ -47,7 +47,7 @@ def rows(out: Path) -> list[dict[str, str]]:
 def test_the_quality_curve_is_written_while_training(tmp_path, featnet_file, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # reference features cached here
     out = tmp_path / "run"
-    assert train(out, "train.num_steps=12", "train.eval_every=4", "train.eval_max_fraction=1",
+    assert train(out, "train.num_steps=12", "train.eval_every=4", "train.eval_max_fraction=1000",
                  f"train.eval_features={featnet_file}") == 0  # fmt: skip
     table = rows(out)
     assert [int(r["step"]) for r in table] == [4, 8, 12]
@@ -113,7 +113,7 @@ def test_a_resume_drops_quality_rows_past_its_checkpoint(tmp_path, featnet_file,
     """Rows written after the checkpoint a run resumes from are redone, not duplicated."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     out = tmp_path / "run"
-    common = ["train.eval_every=2", "train.eval_max_fraction=1", "train.checkpoint_every=4",
+    common = ["train.eval_every=2", "train.eval_max_fraction=1000", "train.checkpoint_every=4",
               "train.keep_checkpoints=5", f"train.eval_features={featnet_file}"]  # fmt: skip
     assert train(out, "train.num_steps=6", *common) == 0
     assert [int(r["step"]) for r in rows(out)] == [2, 4, 6]
@@ -122,3 +122,22 @@ def test_a_resume_drops_quality_rows_past_its_checkpoint(tmp_path, featnet_file,
         f.write("8,64,1.0,0.5,48,dpmpp-2m,4,featnet")  # and a row torn by the kill
     assert main(["train", "--resume", str(out), "--quiet", *sets(["train.num_steps=8"])]) == 0
     assert [int(r["step"]) for r in rows(out)] == [2, 4, 6, 8]
+
+
+def test_evaluations_are_not_counted_as_training_time(tmp_path, featnet_file, monkeypatch):
+    """train_seconds (checkpoint and CSV) leave the evaluations out: with evaluations taking most
+    of the run, training seconds plus evaluation seconds still fit in the run's wall time."""
+    import time
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    started = time.perf_counter()
+    assert train(out, "train.num_steps=12", "train.eval_every=4", "train.eval_n=2000",
+                 "train.eval_max_fraction=1000", f"train.eval_features={featnet_file}") == 0  # fmt: skip
+    wall = time.perf_counter() - started
+    table = rows(out)
+    evaluating = sum(float(r["eval_seconds"]) for r in table)
+    final = load_checkpoint(out / "checkpoints" / "step_00000012.safetensors")
+    assert evaluating > 0.5 * wall  # the evaluations dominate, so double counting would show
+    assert final.train_seconds + evaluating <= wall
+    assert float(table[-1]["train_seconds"]) <= final.train_seconds + 0.5

@@ -180,7 +180,7 @@ class TrainConfig:
         _require(
             self.eval_n >= 2 and self.eval_steps >= 1, "train.eval_n must be >= 2, eval_steps >= 1"
         )
-        _require(0 < self.eval_max_fraction <= 1, "train.eval_max_fraction must be in (0, 1]")
+        _require(self.eval_max_fraction > 0, "train.eval_max_fraction must be > 0")
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ A CPU user knows how long they can wait, not how many steps fit in it. With a bu
 decay of the learning rate follows the fraction of the budget spent instead of the step count,
 and the run ends (final checkpoint, grid and plot, as at train.num_steps, which stays a cap) at
 the first step that reaches the budget. The budget counts training seconds, checkpoints and
-sample grids included, start-up excluded; checkpoints record them, so a resumed run goes on
+sample grids included, start-up and quality evaluations (train.eval_every) excluded; checkpoints record them, so a resumed run goes on
 spending the same budget.
 
 Under DDP every process must use the same learning rate, so the clock is agreed at log lines
@@ -22,13 +22,17 @@ from ..config import parse_duration
 
 class TrainingClock:
     """Training seconds spent so far: those of earlier sessions (from the checkpoint) plus this
-    process's since the loop started."""
+    process's since the loop started, less the seconds `exclude`d (quality evaluations)."""
 
     def __init__(self, spent_before: float = 0.0):
         self.spent_before, self._zero = spent_before, time.perf_counter()
 
     def __call__(self) -> float:
         return self.spent_before + time.perf_counter() - self._zero
+
+    def exclude(self, seconds: float) -> None:
+        """Do not count `seconds` just spent (an evaluation) as training."""
+        self._zero += seconds
 
 
 @dataclass

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -353,9 +354,11 @@ def _loop(
             if ctx.is_main and (done % cfg.sample_every == 0 or last):
                 samples = _sample_grid(trainer, config, run_dir, done, stop=stop)
             if monitor is not None and (monitor.due(done, clock()) or last):
+                evaluating = time.perf_counter()
                 _measure_quality(
                     monitor, trainer, config, run_dir, done, seconds=clock(), stop=stop
                 )
+                clock.exclude(time.perf_counter() - evaluating)  # not training time
             if out_of_time:
                 log.warning("train.time_budget=%s spent at step %d", cfg.time_budget, done)
                 break
