@@ -153,7 +153,7 @@ def _bpd_row(args: argparse.Namespace, run, reference, ref_label: str):
         result = bits_per_dim(
             run.net, run.schedule, images, prediction=d.prediction, variance=d.variance,
             clip=d.clip_denoised, num_timesteps=args.bpd_timesteps, batch_size=args.batch_size or 256,
-            precision=args.precision or "fp32", progress=bar.update,
+            precision=args.precision or "fp32", sigma_data=d.sigma_data, progress=bar.update,
         )  # fmt: skip
     how = (
         f"all {T} terms"

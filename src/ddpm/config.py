@@ -52,11 +52,18 @@ class DiffusionConfig:
     beta_start: float = 1e-4
     beta_end: float = 0.02
     cosine_s: float = 0.008
-    prediction: Literal["eps", "x0", "v"] = "eps"
+    # edm: Karras et al. 2022's preconditioning (Table 1): the network sees c_in y and its output
+    # F gives x0_hat = c_skip y + c_out F, with y = x_t / sqrt(alpha_bar) (ddpm.edm)
+    prediction: Literal["eps", "x0", "v", "edm"] = "eps"
     loss: Literal["l2", "l1", "huber"] = "l2"
-    # per-t weight of the loss: none (L_simple, Ho et al. 2020) or min_snr (Hang et al. 2023)
-    loss_weight: Literal["none", "min_snr"] = "none"
+    # per-t weight of the loss: none (L_simple, Ho et al. 2020), min_snr (Hang et al. 2023) or
+    # edm (Karras et al. 2022: lambda(sigma) = 1 / c_out^2 on ||x0 - x0_hat||^2)
+    loss_weight: Literal["none", "min_snr", "edm"] = "none"
     min_snr_gamma: float = 5.0
+    # EDM's sigma_data (Karras et al. 2022, Sec. 5; 0.5 for all its datasets): the standard
+    # deviation of the training images in [-1, 1], e.g. images.float().div(127.5).sub(1).std();
+    # used by prediction=edm and loss_weight=edm
+    sigma_data: float = 0.5
     clip_denoised: bool = True
     variance: Literal["beta_tilde", "beta"] = "beta_tilde"
 
@@ -66,6 +73,10 @@ class DiffusionConfig:
             0 < self.beta_start < self.beta_end < 1, "need 0 < diffusion.beta_start < beta_end < 1"
         )
         _require(self.min_snr_gamma > 0, "diffusion.min_snr_gamma must be > 0")
+        _require(
+            0 < self.sigma_data < float("inf"),
+            f"diffusion.sigma_data must be a finite number > 0, got {self.sigma_data}",
+        )
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Protocol
 
 import torch
 
-from .diffusion import Prediction, gather, x0_from_prediction
+from .diffusion import Prediction, gather, network_input, x0_from_prediction
 from .precision import autocast_context
 from .schedules import Schedule
 
@@ -34,6 +34,7 @@ def make_denoiser(
     null_label: int | None = None,
     guidance: float = 1.0,
     precision: str = "auto",
+    sigma_data: float = 0.5,
 ) -> Denoiser:
     """Wrap `net` into a denoiser.
 
@@ -45,6 +46,9 @@ def make_denoiser(
     precision: the network call's autocast, as train.precision: "auto" is bf16 where the device
         has fast bf16 arithmetic (ddpm.precision.resolve_precision), else fp32. The output is
         cast to float32 before the prediction-type conversion, so only the network runs in bf16.
+    sigma_data: EDM's data standard deviation, for prediction "edm" (ddpm.edm): the network sees
+        c_in y (ddpm.diffusion.network_input, in float32 before autocast) and its output F
+        becomes x0_hat = c_skip y + c_out F.
     """
     alpha_bar_by_device: dict[torch.device, torch.Tensor] = {}
     use_guidance = labels is not None and guidance != 1.0
@@ -61,6 +65,7 @@ def make_denoiser(
             alpha_bar_by_device[x_t.device] = table
         ab_t = gather(table, t, x_t.ndim)
         x_in = x_t.float() if x_t.dtype == torch.float64 else x_t  # float64 states: float32 net
+        x_in = network_input(x_in, ab_t, prediction, sigma_data)  # float32, before autocast
         with autocast_context(x_t.device, precision):
             if use_guidance:
                 both = net(torch.cat([x_in, x_in]), torch.cat([t, t]), both_labels)
@@ -71,7 +76,7 @@ def make_denoiser(
             output = torch.lerp(uncond, cond, guidance)  # uncond + w (cond - uncond)
         else:
             output = output.float()
-        x0 = x0_from_prediction(output, x_t.float(), ab_t, prediction)
+        x0 = x0_from_prediction(output, x_t.float(), ab_t, prediction, sigma_data=sigma_data)
         return x0.clamp(-1.0, 1.0) if clip else x0
 
     return denoise

@@ -11,7 +11,10 @@ Glossary (names follow the papers):
                 to x (a tensor [B, 1, 1, 1] or a Python float). s = -1 means "before any noise":
                 ab_s = 1.
     v           Salimans & Ho 2022 velocity: sqrt(ab) eps - sqrt(1 - ab) x0
-    prediction  what the network outputs: "eps" (Ho et al.), "x0", or "v"
+    prediction  what the network outputs: "eps" (Ho et al.), "x0", "v", or "edm" (Karras et al.
+                2022's preconditioned F: the network sees c_in y and D = c_skip y + c_out F,
+                with y = x_t / sqrt(ab); ddpm.edm)
+    sigma_data  EDM's data standard deviation (used by prediction "edm" only)
 
 Every formula takes the pair (ab_t, ab_s), so respaced DDPM and DDIM share them: the one-step
 variance between s and t is beta'_t = 1 - ab_t / ab_s (Nichol & Dhariwal 2021, Eq. 19).
@@ -19,15 +22,17 @@ variance between s and t is beta'_t = 1 - ab_t / ab_s (Nichol & Dhariwal 2021, E
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
+from .edm import edm_input_scale, edm_target, x0_from_edm
 from .errors import DDPMError
 
-Prediction = Literal["eps", "x0", "v"]
+Prediction = Literal["eps", "x0", "v", "edm"]
 LossType = Literal["l2", "l1", "huber"]
 Coefficient = torch.Tensor | float
 
@@ -80,8 +85,34 @@ def x0_from_v(x_t: torch.Tensor, v: torch.Tensor, ab_t: Coefficient) -> torch.Te
     return ab_t**0.5 * x_t - (1 - ab_t) ** 0.5 * v
 
 
+def network_input_scale(
+    ab_t: Coefficient, prediction: Prediction, sigma_data: float = 0.5
+) -> Coefficient:
+    """The factor applied to x_t before the network sees it: EDM's c_in / sqrt(ab) for "edm"
+    (ddpm.edm.edm_input_scale), 1 for eps, x0 and v (the network sees x_t itself)."""
+    if prediction == "edm":
+        return edm_input_scale(ab_t, sigma_data)
+    if prediction in ("eps", "x0", "v"):
+        return 1.0
+    raise DDPMError(f"unknown prediction type {prediction!r}; known: eps, x0, v, edm")
+
+
+def network_input(
+    x_t: torch.Tensor, ab_t: Coefficient, prediction: Prediction, sigma_data: float = 0.5
+) -> torch.Tensor:
+    """What the network sees of x_t [B, C, H, W]: x_t * network_input_scale; x_t itself (no
+    copy, no extra kernel) for the prediction types whose scale is 1."""
+    scale = network_input_scale(ab_t, prediction, sigma_data)
+    return x_t if prediction != "edm" else x_t * scale
+
+
 def x0_from_prediction(
-    output: torch.Tensor, x_t: torch.Tensor, ab_t: Coefficient, prediction: Prediction
+    output: torch.Tensor,
+    x_t: torch.Tensor,
+    ab_t: Coefficient,
+    prediction: Prediction,
+    *,
+    sigma_data: float = 0.5,
 ) -> torch.Tensor:
     """Turn a network's raw output of the given prediction type into an estimate of x0."""
     if prediction == "eps":
@@ -90,11 +121,18 @@ def x0_from_prediction(
         return output
     if prediction == "v":
         return x0_from_v(x_t, output, ab_t)
-    raise DDPMError(f"unknown prediction type {prediction!r}; known: eps, x0, v")
+    if prediction == "edm":
+        return x0_from_edm(x_t, output, ab_t, sigma_data)
+    raise DDPMError(f"unknown prediction type {prediction!r}; known: eps, x0, v, edm")
 
 
 def prediction_target(
-    x0: torch.Tensor, eps: torch.Tensor, ab_t: Coefficient, prediction: Prediction
+    x0: torch.Tensor,
+    eps: torch.Tensor,
+    ab_t: Coefficient,
+    prediction: Prediction,
+    *,
+    sigma_data: float = 0.5,
 ) -> torch.Tensor:
     """What a network of the given prediction type should output for (x0, eps) at ab_t."""
     if prediction == "eps":
@@ -103,7 +141,9 @@ def prediction_target(
         return x0
     if prediction == "v":
         return v_from_x0_eps(x0, eps, ab_t)
-    raise DDPMError(f"unknown prediction type {prediction!r}; known: eps, x0, v")
+    if prediction == "edm":
+        return edm_target(x0, eps, ab_t, sigma_data)
+    raise DDPMError(f"unknown prediction type {prediction!r}; known: eps, x0, v, edm")
 
 
 def per_example_loss(
@@ -135,12 +175,28 @@ def training_loss(
     prediction: Prediction = "eps",
     loss_type: LossType = "l2",
     labels: torch.Tensor | None = None,
+    sigma_data: float = 0.5,
 ) -> torch.Tensor:
-    """The denoising objective per example [B]: noise x0 to x_t, ask `net(x_t, t, labels)` for the
-    prediction target, compare with `loss_type`. `ab_t` is alpha_bar[t] broadcast to x0's shape."""
-    x_t = q_sample(x0, eps, ab_t)
-    output = net(x_t, t, labels)
-    return per_example_loss(output, prediction_target(x0, eps, ab_t, prediction), loss_type)
+    """The denoising objective per example [B]: noise x0 to x_t, ask `net(network_input(x_t), t,
+    labels)` (x_t itself except for "edm": c_in y) for the prediction target, compare with
+    `loss_type`. `ab_t` is alpha_bar[t] broadcast to x0's shape.
+
+    Called inside the caller's autocast: the input scaling, the target and the loss run with
+    autocast disabled, in x0's dtype (float32), so only the network runs in bf16/fp16."""
+    with _without_autocast(x0.device):
+        x_t = q_sample(x0, eps, ab_t)
+        x_in = network_input(x_t, ab_t, prediction, sigma_data)
+        target = prediction_target(x0, eps, ab_t, prediction, sigma_data=sigma_data)
+    output = net(x_in, t, labels)
+    with _without_autocast(x0.device):
+        return per_example_loss(output, target, loss_type)
+
+
+def _without_autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """Leave the caller's autocast region (if any) for float32 elementwise math."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 # --- The variational bound (Ho et al. 2020, Eq. 5 and 13), in nats, for bits/dim ---------------

@@ -120,7 +120,7 @@ def _counted_denoiser(
     d = config.diffusion
     denoiser = make_denoiser(
         net, schedule, prediction=d.prediction, clip=d.clip_denoised, labels=labels,
-        null_label=null_label, guidance=guidance, precision=precision,
+        null_label=null_label, guidance=guidance, precision=precision, sigma_data=d.sigma_data,
     )  # fmt: skip
 
     def counted(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,10 @@ spend the steps where learning happens:
   strategy", Eq. 7-8): in x0 space the weight is min(SNR_t, gamma); the same objective in eps space
   is min(SNR_t, gamma) / SNR_t and in v space min(SNR_t, gamma) / (SNR_t + 1), since
   ||eps - eps_hat||^2 = SNR ||x0 - x0_hat||^2 and ||v - v_hat||^2 = (SNR + 1) ||x0 - x0_hat||^2.
+- `edm` weighting (Karras et al. 2022, Table 1 and Sec. 5): in x0 space the weight is
+  lambda(sigma) = 1 / c_out^2 = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2 with
+  sigma^2 = 1 / SNR; in eps space lambda / SNR, in v space lambda / (SNR + 1), and 1 for the
+  "edm" prediction, whose loss on F already is lambda ||x0 - x0_hat||^2 (ddpm.edm).
 
 All functions are pure: tensors in, tensors out; generators are passed in.
 """
@@ -24,8 +28,10 @@ from typing import Literal
 
 import torch
 
+from .edm import edm_lambda
+
 TSampling = Literal["uniform", "lognormal", "laplace"]
-LossWeight = Literal["none", "min_snr"]
+LossWeight = Literal["none", "min_snr", "edm"]
 
 
 def log_sigmas(alpha_bar: torch.Tensor) -> torch.Tensor:
@@ -66,11 +72,16 @@ def snr(alpha_bar_t: torch.Tensor) -> torch.Tensor:
     return alpha_bar_t / (1 - alpha_bar_t)
 
 
-def min_snr_weight(alpha_bar_t: torch.Tensor, *, gamma: float, prediction: str) -> torch.Tensor:
+def min_snr_weight(
+    alpha_bar_t: torch.Tensor, *, gamma: float, prediction: str, sigma_data: float = 0.5
+) -> torch.Tensor:
     """Min-SNR-gamma loss weight for the given prediction type's loss (see the module docstring);
-    alpha_bar_t of any shape, the weight has its shape."""
+    alpha_bar_t of any shape, the weight has its shape. For "edm" (whose loss on F is
+    1 / c_out^2 ||x0 - x0_hat||^2) it is min(SNR, gamma) c_out^2."""
     ratio = snr(alpha_bar_t)
     clipped = ratio.clamp(max=gamma)
+    if prediction == "edm":
+        return clipped / edm_lambda(alpha_bar_t, sigma_data)
     if prediction == "eps":
         return clipped / ratio
     if prediction == "v":
@@ -80,12 +91,37 @@ def min_snr_weight(alpha_bar_t: torch.Tensor, *, gamma: float, prediction: str) 
     raise ValueError(f"unknown prediction {prediction!r}")
 
 
+def edm_weight(alpha_bar_t: torch.Tensor, *, sigma_data: float, prediction: str) -> torch.Tensor:
+    """EDM's loss weight lambda(sigma) = 1 / c_out^2 on ||x0 - x0_hat||^2, carried to the given
+    prediction type's loss (see the module docstring); alpha_bar_t of any shape, the weight has
+    its shape."""
+    if prediction == "edm":
+        return torch.ones_like(alpha_bar_t)
+    lam = edm_lambda(alpha_bar_t, sigma_data)
+    if prediction == "eps":
+        return lam / snr(alpha_bar_t)
+    if prediction == "v":
+        return lam / (snr(alpha_bar_t) + 1)
+    if prediction == "x0":
+        return lam
+    raise ValueError(f"unknown prediction {prediction!r}")
+
+
 def loss_weights(
-    alpha_bar_t: torch.Tensor, *, loss_weight: str, gamma: float, prediction: str
+    alpha_bar_t: torch.Tensor,
+    *,
+    loss_weight: str,
+    gamma: float,
+    prediction: str,
+    sigma_data: float = 0.5,
 ) -> torch.Tensor | None:
     """Per-example weights [B] for `diffusion.loss_weight` at alpha_bar_t [B]; None for "none"."""
     if loss_weight == "none":
         return None
     if loss_weight == "min_snr":
-        return min_snr_weight(alpha_bar_t, gamma=gamma, prediction=prediction)
+        return min_snr_weight(
+            alpha_bar_t, gamma=gamma, prediction=prediction, sigma_data=sigma_data
+        )
+    if loss_weight == "edm":
+        return edm_weight(alpha_bar_t, sigma_data=sigma_data, prediction=prediction)
     raise ValueError(f"unknown loss weight {loss_weight!r}")

@@ -110,6 +110,7 @@ def bits_per_dim(
     num_timesteps: int | None = None,
     batch_size: int = 256,
     precision: str = "fp32",
+    sigma_data: float = 0.5,
     progress=None,
 ) -> BitsPerDim:
     """The variational bound of uint8 images [N, C, H, W] under `net`, in bits/dim.
@@ -117,7 +118,7 @@ def bits_per_dim(
     num_timesteps: None (or T) evaluates every step; fewer uses stratified sampling over 1..T-1
     (the decoder and prior terms are always exact). `progress(n)` is called per network batch.
     precision: the network's autocast (make_denoiser); fp32 by default, since a likelihood is a
-    measurement and bf16 rounding would move it.
+    measurement and bf16 rounding would move it. sigma_data: for prediction "edm" (ddpm.edm).
     """
     T = schedule.num_timesteps
     exhaustive = num_timesteps is None or num_timesteps >= T
@@ -128,7 +129,9 @@ def bits_per_dim(
     n, dims = images.shape[0], images[0].numel()
     alpha_bar = schedule.alpha_bar.double().to(device)
     sigma2 = reverse_variances(schedule, variance).to(device)
-    denoiser = make_denoiser(net, schedule, prediction=prediction, clip=clip, precision=precision)
+    denoiser = make_denoiser(
+        net, schedule, prediction=prediction, clip=clip, precision=precision, sigma_data=sigma_data
+    )
     generator = seeded_generator(BPD_SEED)
     if exhaustive:
         steps = torch.arange(1, T).expand(n, -1)

@@ -221,12 +221,14 @@ def make_trainer(
                 prediction=diff.prediction,
                 loss_type=diff.loss,
                 labels=labels,
+                sigma_data=diff.sigma_data,
             )
         weights = loss_weights(
             gather(alpha_bar, t, 1),
             loss_weight=diff.loss_weight,
             gamma=diff.min_snr_gamma,
             prediction=diff.prediction,
+            sigma_data=diff.sigma_data,
         )
         loss = (losses if weights is None else losses * weights).mean()
         for group in optimizer.param_groups:

@@ -52,12 +52,14 @@ def validation_loss(
             gather(alpha_bar, t, x0.ndim),
             prediction=config.diffusion.prediction,
             loss_type=config.diffusion.loss,
+            sigma_data=config.diffusion.sigma_data,
         )
         weights = loss_weights(
             gather(alpha_bar, t, 1),
             loss_weight=config.diffusion.loss_weight,
             gamma=config.diffusion.min_snr_gamma,
             prediction=config.diffusion.prediction,
+            sigma_data=config.diffusion.sigma_data,
         )
         total += (losses if weights is None else losses * weights).double().sum()
     net.train(was_training)
