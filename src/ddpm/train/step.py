@@ -23,6 +23,7 @@ from ..compiling import CompiledNetwork, compile_errors
 from ..config import RunConfig, TrainConfig
 from ..diffusion import gather, training_loss
 from ..errors import DDPMError
+from ..learned_variance import hybrid_loss
 from ..models import DropoutNoise, UNet, set_dropout_noise
 from ..noise_levels import laplace_timesteps, lognormal_timesteps, loss_weights
 from ..precision import autocast_context, preferred_memory_format, resolve_precision
@@ -199,24 +200,31 @@ def make_trainer(
             )
         else:
             labels = None
+        vlb = None
         with autocast_context(device, precision):
-            losses = training_loss(
-                net,
-                x0,
-                t,
-                eps,
-                gather(alpha_bar, t, x0.ndim),
-                prediction=diff.prediction,
-                loss_type=diff.loss,
-                labels=labels,
-            )
+            if diff.loss == "hybrid":  # Nichol & Dhariwal 2021 (ddpm.learned_variance)
+                losses, vlb = hybrid_loss(
+                    net, x0, t, eps, alpha_bar_64, prediction=diff.prediction, labels=labels
+                )
+            else:
+                losses = training_loss(
+                    net,
+                    x0,
+                    t,
+                    eps,
+                    gather(alpha_bar, t, x0.ndim),
+                    prediction=diff.prediction,
+                    loss_type=diff.loss,
+                    labels=labels,
+                )
         weights = loss_weights(
             gather(alpha_bar, t, 1),
             loss_weight=diff.loss_weight,
             gamma=diff.min_snr_gamma,
             prediction=diff.prediction,
         )
-        loss = (losses if weights is None else losses * weights).mean()
+        losses = losses if weights is None else losses * weights
+        loss = (losses if vlb is None else losses + diff.vlb_weight * vlb).mean()
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
