@@ -181,6 +181,4 @@ class UNet(nn.Module):
 def build_unet(
     config: UNetConfig, *, image_size: int, in_channels: int, out_channels: int | None = None
 ) -> UNet:
-    return UNet(
-        config, image_size=image_size, in_channels=in_channels, out_channels=out_channels
-    )
+    return UNet(config, image_size=image_size, in_channels=in_channels, out_channels=out_channels)
