@@ -123,7 +123,9 @@ def sample_ancestral(
     t_batch = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
     noise = _noise_buffer(x)
     learned = variance == "learned_range"
-    first_variance = first_posterior_variance(schedule.alpha_bar.double()) if learned else None
+    first_variance = (
+        float(first_posterior_variance(schedule.alpha_bar.double())) if learned else 0.0
+    )
     for i, (t, ab_t, ab_s) in enumerate(_alpha_bars(schedule, timesteps)):
         if learned:
             x0_hat, v = denoiser(x, t_batch.fill_(t))
