@@ -42,9 +42,9 @@ def _pad_rows(tensor: torch.Tensor | None, batch: int, rows: int) -> torch.Tenso
 class CompiledNetwork:
     """A network compiled with torch.compile, with an eager fallback.
 
-    Call it as the network: `compiled(x [B, C, H, W], t [B], labels [B] | None) -> [B, ...]`; rows
-    are independent in the U-Net (per-sample norms and attention), so padding rows changes no
-    result. `fall_back(error)` switches to eager for good (the training step calls it when a
+    Call it as the network: `compiled(x [B, C, H, W], t [B], labels [B] | None, augment=None)
+    -> [B, ...]`; rows are independent in the U-Net (per-sample norms and attention), so padding
+    rows changes no result. `fall_back(error)` switches to eager for good (the training step calls it when a
     compile error surfaces in the backward pass, which this object does not see). `backend` is
     torch.compile's ("inductor" by default; tests pass a failing or counting backend).
     """
@@ -55,16 +55,27 @@ class CompiledNetwork:
         self.failed = False
         self.rows = 0  # the largest batch compiled for
 
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None):
+    def __call__(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        *,
+        augment: torch.Tensor | None = None,
+    ):
+        # augment [B, D] (training with data.augment_p) goes on as a keyword only when given, so
+        # networks without it compile as before
+        extra = {} if augment is None else {"augment": augment}
         if self.failed:
-            return self.eager(x, t, labels)
+            return self.eager(x, t, labels, **extra)
         batch = x.shape[0]
         self.rows = max(self.rows, batch)
+        padded = {k: _pad_rows(v, batch, self.rows) for k, v in extra.items()}
         try:
-            out = self.compiled(*(_pad_rows(v, batch, self.rows) for v in (x, t, labels)))
+            out = self.compiled(*(_pad_rows(v, batch, self.rows) for v in (x, t, labels)), **padded)
         except compile_errors() as error:
             self.fall_back(error)
-            return self.eager(x, t, labels)
+            return self.eager(x, t, labels, **extra)
         return out if batch == self.rows else out[:batch]
 
     def fall_back(self, error: BaseException) -> None:

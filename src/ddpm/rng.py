@@ -27,7 +27,7 @@ def step_generator(
     seed: int, step: int, stream: int, *, device: torch.device | str = "cpu"
 ) -> torch.Generator:
     """The generator on `device` for one purpose (`stream`) of one training step: 0 data order
-    (per epoch), 1 flips, 2 t / noise / label dropout, 3 dropout masks."""
+    (per epoch), 1 flips, 2 t / noise / label dropout, 3 dropout masks, 4 augmentation."""
     return seeded_generator(seed, step, stream, device=device)
 
 

@@ -4,7 +4,9 @@ attention and class conditioning with a null class for classifier-free guidance.
 
 Interface: `net(x_t [B, C, H, W], t LongTensor [B], labels LongTensor [B] | None) -> [B, C', H, W]`,
 C' = out_channels: C (the prediction), or 2C with a learned variance (the prediction, then the
-variance interpolation of ddpm.learned_variance).
+variance interpolation of ddpm.learned_variance); during training with data.augment_p the keyword
+`augment=` [B, model.augment_dim] (the parameters of ddpm.augment; None, as every sampler passes,
+means zeros: no augmentation).
 """
 
 from __future__ import annotations
@@ -89,6 +91,10 @@ class UNet(nn.Module):
         self.label_emb = (
             nn.Embedding(config.num_classes + 1, emb_dim) if config.num_classes else None
         )
+        # bias-free, so a zero vector (no augmentation, sampling) adds exactly nothing (EDM)
+        self.augment_emb = (
+            nn.Linear(config.augment_dim, emb_dim, bias=False) if config.augment_dim else None
+        )
         block_type = BLOCKS[config.block]
 
         def block(cin: int, cout: int) -> nn.Module:
@@ -158,15 +164,23 @@ class UNet(nn.Module):
         return self.config.num_classes
 
     def forward(
-        self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        *,
+        augment: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """x [B, C, H, W], t LongTensor [B], labels LongTensor [B] or None -> [B, out_channels, H, W]."""
+        """x [B, C, H, W], t LongTensor [B], labels LongTensor [B] or None, augment [B, D] or None
+        (zeros) -> [B, out_channels, H, W]."""
         x = x.contiguous(memory_format=self.memory_format)
         emb = self.time_mlp(timestep_embedding(t, self.config.base_channels).to(x.dtype))
         if self.label_emb is not None:
             if labels is None:
                 labels = torch.full_like(t, self.null_label)
             emb = emb + self.label_emb(labels)
+        if self.augment_emb is not None and augment is not None:
+            emb = emb + self.augment_emb(augment.to(emb.dtype))
         h = self.conv_in(x)
         hs = [h]
         for stage in self.down:

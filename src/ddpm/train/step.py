@@ -1,6 +1,6 @@
 """The training step: forward, loss, backward, clip, AdamW, EMA, with no host synchronisation.
 
-Every random draw of step n (t, noise, label dropout, dropout masks) comes from generators on the
+Every random draw of step n (augmentation, t, noise, label dropout, dropout masks) comes from generators on the
 step's device seeded by (train.seed, n, purpose), drawn for the global batch and sliced to this
 process's rows: nothing is copied from the host and nothing depends on what ran before, so a
 resumed step and a step on N processes draw exactly what the uninterrupted one-process step would.
@@ -11,6 +11,7 @@ Shared by the training loop and the benchmark, so `ddpm bench` times exactly wha
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..augment import augment, draw_augment
 from ..builders import build_model, build_schedule
 from ..compiling import CompiledNetwork, compile_errors
 from ..config import RunConfig, TrainConfig
@@ -200,6 +202,16 @@ def make_trainer(
             )
         else:
             labels = None
+        if config.data.augment_p > 0:  # x0 augmented before it is noised (Karras et al. 2022)
+            draws = draw_augment(
+                step_generator(train.seed, n, 4, device=device),
+                batch,
+                size=x0.shape[-1],
+                rank=rank,
+                world_size=world_size,
+            )
+            x0, params = augment(x0, draws, p=config.data.augment_p)
+            net = functools.partial(net, augment=params)
         vlb = None
         with autocast_context(device, precision):
             if diff.loss == "hybrid":  # Nichol & Dhariwal 2021 (ddpm.learned_variance)
