@@ -11,7 +11,7 @@ from .config import (
     from_dict,
     load_preset,
 )
-from .denoiser import make_denoiser
+from .denoiser import make_denoiser, make_variance_denoiser
 from .devices import resolve_device
 from .errors import DDPMError
 from .generate import generate, initial_noise, load_run, slerp, to_uint8
@@ -59,6 +59,7 @@ __all__ = [
     "load_preset",
     "load_run",
     "make_denoiser",
+    "make_variance_denoiser",
     "make_schedule",
     "num_function_evals",
     "resolve_device",

@@ -19,6 +19,13 @@ def build_schedule(config: RunConfig) -> Schedule:
 
 
 def build_model(config: RunConfig) -> UNet:
+    """The U-Net; with diffusion.variance=learned_range it outputs 2C channels (prediction, then
+    the variance interpolation), else C, with the state-dict keys and shapes of earlier versions."""
+    channels = config.data.channels
+    learned = config.diffusion.variance == "learned_range"
     return build_unet(
-        config.model, image_size=config.data.image_size, in_channels=config.data.channels
+        config.model,
+        image_size=config.data.image_size,
+        in_channels=channels,
+        out_channels=2 * channels if learned else channels,
     )

@@ -55,7 +55,10 @@ class DiffusionConfig:
     # edm: Karras et al. 2022's preconditioning (Table 1): the network sees c_in y and its output
     # F gives x0_hat = c_skip y + c_out F, with y = x_t / sqrt(alpha_bar) (ddpm.edm)
     prediction: Literal["eps", "x0", "v", "edm"] = "eps"
-    loss: Literal["l2", "l1", "huber"] = "l2"
+    # hybrid: L_simple + vlb_weight * L_vlb, L_vlb training only the learned variance (Nichol &
+    # Dhariwal 2021, Sec. 3.1, lambda = 0.001); needs variance=learned_range
+    loss: Literal["l2", "l1", "huber", "hybrid"] = "l2"
+    vlb_weight: float = 0.001
     # per-t weight of the loss: none (L_simple, Ho et al. 2020), min_snr (Hang et al. 2023) or
     # edm (Karras et al. 2022: lambda(sigma) = 1 / c_out^2 on ||x0 - x0_hat||^2)
     loss_weight: Literal["none", "min_snr", "edm"] = "none"
@@ -65,9 +68,17 @@ class DiffusionConfig:
     # used by prediction=edm and loss_weight=edm
     sigma_data: float = 0.5
     clip_denoised: bool = True
-    variance: Literal["beta_tilde", "beta"] = "beta_tilde"
+    # the reverse step's variance: fixed beta~ or beta (Ho et al. 2020), or learned_range, which
+    # interpolates them in log space with a network output (Nichol & Dhariwal 2021, Eq. 15)
+    variance: Literal["beta_tilde", "beta", "learned_range"] = "beta_tilde"
 
     def __post_init__(self) -> None:
+        _require(
+            (self.loss == "hybrid") == (self.variance == "learned_range"),
+            "diffusion.loss=hybrid and diffusion.variance=learned_range go together (L_vlb trains "
+            "the variance)",
+        )
+        _require(self.vlb_weight >= 0, "diffusion.vlb_weight must be >= 0")
         _require(self.num_timesteps >= 2, "diffusion.num_timesteps must be >= 2")
         _require(
             0 < self.beta_start < self.beta_end < 1, "need 0 < diffusion.beta_start < beta_end < 1"

@@ -23,6 +23,7 @@ variance between s and t is beta'_t = 1 - ab_t / ab_s (Nichol & Dhariwal 2021, E
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable
 from typing import Literal
 
@@ -236,8 +237,14 @@ def discretized_gaussian_log_likelihood(
 
 
 def _log1mexp(a: torch.Tensor) -> torch.Tensor:
-    """log(1 - exp(a)) for a <= 0."""
-    return torch.log1p(-torch.exp(a.clamp(max=0)))
+    """log(1 - exp(a)) for a <= 0: log(-expm1(a)) above -ln 2, log1p(-exp(a)) below (Maechler
+    2012). `a` is clamped just below 0 and each branch kept in its own range, so value and gradient
+    stay finite everywhere: a training loss (the hybrid loss's decoder term) would otherwise get
+    NaN gradients from torch.where's unused branch (0 * inf)."""
+    a = a.clamp(max=-1e-30)
+    near = torch.log(-torch.expm1(a))
+    far = torch.log1p(-torch.exp(a.clamp(max=-math.log(2))))
+    return torch.where(a > -math.log(2), near, far)
 
 
 def prior_kl(x0: torch.Tensor, ab_last: float) -> torch.Tensor:

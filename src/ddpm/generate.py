@@ -13,7 +13,7 @@ from .builders import build_model, build_schedule
 from .checkpoint import Checkpoint, load_checkpoint, load_latest
 from .compiling import CompiledNetwork
 from .config import RunConfig, from_dict
-from .denoiser import Denoiser, make_denoiser
+from .denoiser import Denoiser, VarianceDenoiser, make_denoiser, make_variance_denoiser
 from .errors import DDPMError
 from .models import UNet
 from .rng import seeded_generator
@@ -72,7 +72,8 @@ def initial_noise(
 
 
 def sampler_options(sampler: str, config: RunConfig, eta: float | None) -> dict[str, object]:
-    """The keyword options `sampler` takes from the config: DDIM's eta, DDPM's posterior variance."""
+    """The keyword options `sampler` takes from the config: DDIM's eta, DDPM's variance (beta~,
+    beta or learned_range; the other samplers use only x0_hat and ignore a learned variance)."""
     if sampler == "ddim":
         eta = config.sample.eta if eta is None else eta
         if not 0.0 <= eta <= 1.0:
@@ -115,15 +116,23 @@ def _counted_denoiser(
     guidance: float,
     precision: str,
     bar: tqdm,
-) -> Denoiser:
-    """The run's denoiser for one batch, advancing the progress bar by one per evaluation."""
+    *,
+    with_variance: bool = False,
+) -> Denoiser | VarianceDenoiser:
+    """The run's denoiser for one batch, advancing the progress bar by one per evaluation;
+    with_variance: `(x_t, t) -> (x0_hat, v)` for a sampler that uses a learned variance."""
     d = config.diffusion
-    denoiser = make_denoiser(
-        net, schedule, prediction=d.prediction, clip=d.clip_denoised, labels=labels,
-        null_label=null_label, guidance=guidance, precision=precision, sigma_data=d.sigma_data,
+    kwargs = dict(
+        prediction=d.prediction, clip=d.clip_denoised, labels=labels, null_label=null_label,
+        guidance=guidance, precision=precision, sigma_data=d.sigma_data,
     )  # fmt: skip
+    if with_variance:
+        denoiser = make_variance_denoiser(net, schedule, **kwargs)
+    else:
+        learned = d.variance == "learned_range"
+        denoiser = make_denoiser(net, schedule, learned_variance=learned, **kwargs)
 
-    def counted(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def counted(x_t: torch.Tensor, t: torch.Tensor):
         bar.update(1)
         return denoiser(x_t, t)
 
@@ -191,8 +200,9 @@ def generate(
         count = min(batch_size, n - start)
         batch_labels = labels[start : start + count].to(device) if labels is not None else None
         denoiser = _counted_denoiser(
-            network, net.null_label, schedule, config, batch_labels, guidance, precision, bar
-        )
+            network, net.null_label, schedule, config, batch_labels, guidance, precision, bar,
+            with_variance=options.get("variance") == "learned_range",
+        )  # fmt: skip
         if noise is None:
             x_T = initial_noise(count, shape, seed=seed, start=start, device=device)
         else:

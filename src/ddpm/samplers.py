@@ -24,12 +24,13 @@ from typing import Literal
 
 import torch
 
-from .denoiser import Denoiser
+from .denoiser import Denoiser, VarianceDenoiser
 from .diffusion import q_posterior
+from .learned_variance import first_posterior_variance, learned_range_log_variance
 from .schedules import Schedule
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
-VarianceType = Literal["beta_tilde", "beta"]
+VarianceType = Literal["beta_tilde", "beta", "learned_range"]
 
 
 @dataclass(frozen=True)
@@ -58,9 +59,12 @@ def randn_like(x: torch.Tensor, generator: Generators) -> torch.Tensor:
     return torch.stack(rows).to(x.device)
 
 
-def add_noise_(x: torch.Tensor, std: float, generator: Generators, buffer: torch.Tensor) -> None:
+def add_noise_(
+    x: torch.Tensor, std: float | torch.Tensor, generator: Generators, buffer: torch.Tensor
+) -> None:
     """x += std * z with z ~ N(0, I) drawn into `buffer` (shaped like x), so a sampler's step
-    allocates nothing; the same numbers as `randn_like(x, generator)`."""
+    allocates nothing; the same numbers as `randn_like(x, generator)`. std: a float, or a tensor
+    broadcastable to x (a learned per-dimension standard deviation)."""
     if isinstance(generator, torch.Generator) or generator is None:
         torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device, out=buffer)
     elif len(generator) == x.shape[0] and all(g.device == x.device for g in generator):
@@ -68,7 +72,10 @@ def add_noise_(x: torch.Tensor, std: float, generator: Generators, buffer: torch
             torch.randn(x.shape[1:], generator=g, dtype=x.dtype, device=x.device, out=row)
     else:
         buffer.copy_(randn_like(x, generator))
-    x.add_(buffer, alpha=std)
+    if isinstance(std, torch.Tensor):
+        x.addcmul_(buffer, std)
+    else:
+        x.add_(buffer, alpha=std)
 
 
 def _noise_buffer(x: torch.Tensor) -> torch.Tensor:
@@ -95,7 +102,7 @@ def _alpha_bars(schedule: Schedule, timesteps: Sequence[int]) -> list[tuple[int,
 
 
 def sample_ancestral(
-    denoiser: Denoiser,
+    denoiser: Denoiser | VarianceDenoiser,
     x_T: torch.Tensor,
     schedule: Schedule,
     timesteps: Sequence[int],
@@ -106,21 +113,34 @@ def sample_ancestral(
 ) -> torch.Tensor:
     """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2), respaced to any descending subsequence
     of timesteps (Nichol & Dhariwal 2021, Sec. 4): x_s ~ N(mu~(x0_hat, x_t), sigma^2) with sigma^2
-    the posterior variance beta~ (default) or the step's beta' = 1 - ab_t / ab_s. No noise is added
-    on the last step. The update runs in place on one buffer: a step allocates nothing but what
-    the denoiser does."""
+    the posterior variance beta~ (default) or the step's beta' = 1 - ab_t / ab_s, or with
+    variance="learned_range" the network's own exp(v log beta' + (1 - v) log beta~') (Nichol &
+    Dhariwal 2021, Eq. 15, ddpm.learned_variance), for which `denoiser` is a VarianceDenoiser
+    `(x_t, t) -> (x0_hat, v)` (ddpm.denoiser.make_variance_denoiser). No noise is added on the last
+    step. The update runs in place on one buffer: a step allocates nothing but what the denoiser
+    (and a learned variance's standard deviation) does."""
     x = x_T.to(_state_dtype(x_T), copy=True)
     t_batch = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
     noise = _noise_buffer(x)
+    learned = variance == "learned_range"
+    first_variance = (
+        float(first_posterior_variance(schedule.alpha_bar.double())) if learned else 0.0
+    )
     for i, (t, ab_t, ab_s) in enumerate(_alpha_bars(schedule, timesteps)):
-        x0_hat = denoiser(x, t_batch.fill_(t))
+        if learned:
+            x0_hat, v = denoiser(x, t_batch.fill_(t))
+        else:
+            x0_hat = denoiser(x, t_batch.fill_(t))
         if callback is not None:
             callback(_info(i, timesteps, x, x0_hat))
         # the posterior mean's coefficients (q_posterior is linear in x0 and x_t)
         coef_x0, posterior_var = q_posterior(1.0, 0.0, ab_t, ab_s)
         coef_xt = q_posterior(0.0, 1.0, ab_t, ab_s)[0]
         x.mul_(coef_xt).add_(x0_hat, alpha=coef_x0)
-        if ab_s != 1.0:
+        if ab_s != 1.0 and learned:
+            log_var = learned_range_log_variance(v, ab_t, ab_s, first_variance=first_variance)
+            add_noise_(x, torch.exp(0.5 * log_var), generator, noise)
+        elif ab_s != 1.0:
             var = posterior_var if variance == "beta_tilde" else 1 - ab_t / ab_s
             add_noise_(x, var**0.5, generator, noise)
     return x

@@ -6,8 +6,10 @@
     L_0     = -log p(x0 | x_1), the discretised Gaussian decoder       (Eq. 13)
 
 With 0-based steps, step k = 0 is the decoder term and k = 1..T-1 are KL terms. The reverse
-variance is the run's fixed choice (diffusion.variance): beta~_k or beta_k; the decoder uses beta~_1
-for beta~ (beta~_0 is zero), as Nichol & Dhariwal 2021 do. The bound is reported in bits per
+variance is the run's choice (diffusion.variance): beta~_k or beta_k; the decoder uses beta~_1
+for beta~ (beta~_0 is zero), as Nichol & Dhariwal 2021 do. With learned_range it is the network's
+own exp(v log beta_k + (1 - v) log beta~_k) (ddpm.learned_variance, the same clip at k = 0), for
+the KL terms and the decoder alike. The bound is reported in bits per
 dimension: nats / (C H W ln 2). The x0 estimate is clipped to [-1, 1] when the run clips.
 
 `num_timesteps` < T estimates the sum over k = 1..T-1 by stratified sampling: the steps are cut
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..denoiser import make_denoiser
+from ..denoiser import make_denoiser, make_variance_denoiser
 from ..diffusion import (
     discretized_gaussian_log_likelihood,
     normal_kl,
@@ -32,6 +34,7 @@ from ..diffusion import (
     q_sample,
 )
 from ..errors import DDPMError
+from ..learned_variance import learned_range_log_variance
 from ..rng import seeded_generator
 from ..schedules import Schedule
 
@@ -53,7 +56,10 @@ class BitsPerDim:
 
 
 def reverse_variances(schedule: Schedule, variance: str) -> torch.Tensor:
-    """sigma_k^2 [T] float64 of p(x_{k-1} | x_k); entry 0 is the decoder's variance."""
+    """sigma_k^2 [T] float64 of p(x_{k-1} | x_k) for a fixed variance ("beta_tilde" or "beta");
+    entry 0 is the decoder's variance."""
+    if variance not in ("beta_tilde", "beta"):
+        raise ValueError(f"{variance!r} is not a fixed variance (beta_tilde, beta)")
     betas = schedule.betas.double()
     if variance == "beta":
         return betas.clone()
@@ -71,16 +77,25 @@ def vlb_term(
     eps: torch.Tensor,
     alpha_bar: torch.Tensor,
     sigma2: torch.Tensor,
+    *,
+    learned_variance: bool = False,
 ) -> torch.Tensor:
     """Per-image L_k in nats [B] for steps k [B] (0 = decoder, >= 1 = KL). x0, eps: float64
-    [B, C, H, W]; alpha_bar, sigma2: float64 [T] on x0's device. The network runs in float32."""
+    [B, C, H, W]; alpha_bar, sigma2: float64 [T] on x0's device. The network runs in float32.
+    learned_variance: `denoiser` returns (x0_hat, v) (make_variance_denoiser) and the variance is
+    the learned one; sigma2 is then beta~ clipped (reverse_variances), whose entry 0 is the clip."""
     shape = (-1,) + (1,) * (x0.ndim - 1)
     ab_t = alpha_bar[k].view(shape)
     ab_s = torch.where(k > 0, alpha_bar[(k - 1).clamp(min=0)], 1.0).view(shape)
     x_t = q_sample(x0, eps, ab_t)
-    x0_hat = denoiser(x_t.float(), k).double()
-    model_mean, _ = q_posterior(x0_hat, x_t, ab_t, ab_s)
-    var = sigma2[k].view(shape)
+    if learned_variance:
+        x0_hat, v = denoiser(x_t.float(), k)
+        log_var = learned_range_log_variance(v.double(), ab_t, ab_s, first_variance=sigma2[0])
+        var = torch.exp(log_var)
+    else:
+        var = sigma2[k].view(shape)
+        x0_hat = denoiser(x_t.float(), k)
+    model_mean, _ = q_posterior(x0_hat.double(), x_t, ab_t, ab_s)
     decoder_nll = -discretized_gaussian_log_likelihood(x0, model_mean, var.sqrt())
     true_mean, true_var = q_posterior(x0, x_t, ab_t, ab_s)
     # at k = 0 true_var is 0; the KL is not used there, so give it a harmless variance
@@ -128,8 +143,10 @@ def bits_per_dim(
     device = next(net.parameters()).device
     n, dims = images.shape[0], images[0].numel()
     alpha_bar = schedule.alpha_bar.double().to(device)
-    sigma2 = reverse_variances(schedule, variance).to(device)
-    denoiser = make_denoiser(
+    learned = variance == "learned_range"
+    sigma2 = reverse_variances(schedule, "beta_tilde" if learned else variance).to(device)
+    make = make_variance_denoiser if learned else make_denoiser
+    denoiser = make(
         net, schedule, prediction=prediction, clip=clip, precision=precision, sigma_data=sigma_data
     )
     generator = seeded_generator(BPD_SEED)
@@ -149,7 +166,9 @@ def bits_per_dim(
                 k, weight = torch.zeros(stop - start, dtype=torch.long), 1.0
             else:
                 k, weight = steps[start:stop, column], float(weights[column])
-            term = vlb_term(denoiser, x0, k.to(device), eps, alpha_bar, sigma2).cpu()
+            term = vlb_term(
+                denoiser, x0, k.to(device), eps, alpha_bar, sigma2, learned_variance=learned
+            ).cpu()
             totals[start:stop, 1 if column < 0 else 2] += weight * term
             if progress is not None:
                 progress(stop - start)

@@ -2,9 +2,11 @@
 improvements: scale-shift conditioning, multi-head attention, optional ConvNeXt blocks, linear
 attention and class conditioning with a null class for classifier-free guidance.
 
-Interface: `net(x_t [B, C, H, W], t LongTensor [B], labels LongTensor [B] | None) -> [B, C, H, W]`,
-and during training with data.augment_p the keyword `augment=` [B, model.augment_dim] (the
-parameters of ddpm.augment; None, as every sampler passes, means zeros: no augmentation).
+Interface: `net(x_t [B, C, H, W], t LongTensor [B], labels LongTensor [B] | None) -> [B, C', H, W]`,
+C' = out_channels: C (the prediction), or 2C with a learned variance (the prediction, then the
+variance interpolation of ddpm.learned_variance); during training with data.augment_p the keyword
+`augment=` [B, model.augment_dim] (the parameters of ddpm.augment; None, as every sampler passes,
+means zeros: no augmentation).
 """
 
 from __future__ import annotations
@@ -68,7 +70,16 @@ def check_unet_config(config: UNetConfig, *, image_size: int, in_channels: int) 
 
 
 class UNet(nn.Module):
-    def __init__(self, config: UNetConfig, *, image_size: int, in_channels: int):
+    def __init__(
+        self,
+        config: UNetConfig,
+        *,
+        image_size: int,
+        in_channels: int,
+        out_channels: int | None = None,
+    ):
+        """out_channels: the output's channels, in_channels when None (a network of an earlier
+        version: its state dict is unchanged); 2 in_channels for diffusion.variance=learned_range."""
         super().__init__()
         check_unet_config(config, image_size=image_size, in_channels=in_channels)
         self.config = config
@@ -134,7 +145,8 @@ class UNet(nn.Module):
                     resolution *= 2
                 self.up.append(Stage(layers))
         self.norm_out = nn.GroupNorm(groups, ch)
-        self.conv_out = zero_init(nn.Conv2d(ch, in_channels, 3, padding=1))
+        self.out_channels = out_channels or in_channels
+        self.conv_out = zero_init(nn.Conv2d(ch, self.out_channels, 3, padding=1))
         self.memory_format = torch.contiguous_format
 
     def use_memory_format(self, memory_format: torch.memory_format) -> UNet:
@@ -160,7 +172,7 @@ class UNet(nn.Module):
         augment: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x [B, C, H, W], t LongTensor [B], labels LongTensor [B] or None, augment [B, D] or None
-        (zeros) -> [B, C, H, W]."""
+        (zeros) -> [B, out_channels, H, W]."""
         x = x.contiguous(memory_format=self.memory_format)
         emb = self.time_mlp(timestep_embedding(t, self.config.base_channels).to(x.dtype))
         if self.label_emb is not None:
@@ -180,5 +192,7 @@ class UNet(nn.Module):
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
-def build_unet(config: UNetConfig, *, image_size: int, in_channels: int) -> UNet:
-    return UNet(config, image_size=image_size, in_channels=in_channels)
+def build_unet(
+    config: UNetConfig, *, image_size: int, in_channels: int, out_channels: int | None = None
+) -> UNet:
+    return UNet(config, image_size=image_size, in_channels=in_channels, out_channels=out_channels)

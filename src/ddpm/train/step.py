@@ -25,6 +25,7 @@ from ..compiling import CompiledNetwork, compile_errors
 from ..config import RunConfig, TrainConfig
 from ..diffusion import gather, training_loss
 from ..errors import DDPMError
+from ..learned_variance import hybrid_loss
 from ..models import DropoutNoise, UNet, set_dropout_noise
 from ..noise_levels import laplace_timesteps, lognormal_timesteps, loss_weights
 from ..precision import autocast_context, preferred_memory_format, resolve_precision
@@ -211,18 +212,31 @@ def make_trainer(
             )
             x0, params = augment(x0, draws, p=config.data.augment_p)
             net = functools.partial(net, augment=params)
+        vlb = None
         with autocast_context(device, precision):
-            losses = training_loss(
-                net,
-                x0,
-                t,
-                eps,
-                gather(alpha_bar, t, x0.ndim),
-                prediction=diff.prediction,
-                loss_type=diff.loss,
-                labels=labels,
-                sigma_data=diff.sigma_data,
-            )
+            if diff.loss == "hybrid":  # Nichol & Dhariwal 2021 (ddpm.learned_variance)
+                losses, vlb = hybrid_loss(
+                    net,
+                    x0,
+                    t,
+                    eps,
+                    alpha_bar_64,
+                    prediction=diff.prediction,
+                    labels=labels,
+                    sigma_data=diff.sigma_data,
+                )
+            else:
+                losses = training_loss(
+                    net,
+                    x0,
+                    t,
+                    eps,
+                    gather(alpha_bar, t, x0.ndim),
+                    prediction=diff.prediction,
+                    loss_type=diff.loss,
+                    labels=labels,
+                    sigma_data=diff.sigma_data,
+                )
         weights = loss_weights(
             gather(alpha_bar, t, 1),
             loss_weight=diff.loss_weight,
@@ -230,7 +244,8 @@ def make_trainer(
             prediction=diff.prediction,
             sigma_data=diff.sigma_data,
         )
-        loss = (losses if weights is None else losses * weights).mean()
+        losses = losses if weights is None else losses * weights
+        loss = (losses if vlb is None else losses + diff.vlb_weight * vlb).mean()
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)

@@ -13,6 +13,7 @@ from ..builders import build_schedule
 from ..config import RunConfig
 from ..data import ImageData
 from ..diffusion import gather, training_loss
+from ..learned_variance import hybrid_loss
 from ..noise_levels import loss_weights
 from ..rng import seeded_generator
 
@@ -29,12 +30,13 @@ def validation_loss(
     batch_size: int = 256,
 ) -> float:
     """Mean per-example loss (config.diffusion.loss, prediction and loss_weight: the training
-    objective) of `net` on test images."""
+    objective, with diffusion.loss=hybrid L_simple + vlb_weight L_vlb) of `net` on test images."""
     device = next(net.parameters()).device
     n = min(num_images, len(data))
     T = config.diffusion.num_timesteps
     t_all = torch.linspace(0, T - 1, n).round().long()
-    alpha_bar = build_schedule(config).alpha_bar.to(device=device, dtype=torch.float32)
+    alpha_bar_64 = build_schedule(config).alpha_bar.to(device=device, dtype=torch.float64)
+    alpha_bar = alpha_bar_64.float()
     # all the noise from one generator, so the number does not depend on batch_size
     eps_all = torch.randn((n, *data.images.shape[1:]), generator=seeded_generator(VALIDATION_SEED))
     was_training = net.training
@@ -44,16 +46,28 @@ def validation_loss(
         x0 = data.images[start : min(start + batch_size, n)].to(device).float() / 127.5 - 1
         t = t_all[start : start + len(x0)].to(device)
         eps = eps_all[start : start + len(x0)].to(device)
-        losses = training_loss(
-            net,
-            x0,
-            t,
-            eps,
-            gather(alpha_bar, t, x0.ndim),
-            prediction=config.diffusion.prediction,
-            loss_type=config.diffusion.loss,
-            sigma_data=config.diffusion.sigma_data,
-        )
+        vlb = None
+        if config.diffusion.loss == "hybrid":
+            losses, vlb = hybrid_loss(
+                net,
+                x0,
+                t,
+                eps,
+                alpha_bar_64,
+                prediction=config.diffusion.prediction,
+                sigma_data=config.diffusion.sigma_data,
+            )
+        else:
+            losses = training_loss(
+                net,
+                x0,
+                t,
+                eps,
+                gather(alpha_bar, t, x0.ndim),
+                prediction=config.diffusion.prediction,
+                loss_type=config.diffusion.loss,
+                sigma_data=config.diffusion.sigma_data,
+            )
         weights = loss_weights(
             gather(alpha_bar, t, 1),
             loss_weight=config.diffusion.loss_weight,
@@ -61,6 +75,8 @@ def validation_loss(
             prediction=config.diffusion.prediction,
             sigma_data=config.diffusion.sigma_data,
         )
-        total += (losses if weights is None else losses * weights).double().sum()
+        losses = losses if weights is None else losses * weights
+        losses = losses if vlb is None else losses + config.diffusion.vlb_weight * vlb
+        total += losses.double().sum()
     net.train(was_training)
     return float(total) / n
