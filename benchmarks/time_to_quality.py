@@ -167,19 +167,27 @@ def curve(recipe: str, args: argparse.Namespace, budgets: list[float], run: Path
     _, err = process.communicate()
     if process.returncode not in (0, 130):
         raise SystemExit(f"{recipe}: training failed ({process.returncode}): {err[-2000:]}")
-    rows, out = read_rows(table), []
-    for budget in budgets:
-        past = [r for r in rows if float(r["train_seconds"]) >= budget * 60 - 1]
-        if not past:
+    out = []
+    for budget, r in zip(budgets, at_budgets(read_rows(table), budgets)):
+        if r is None:
             print(f"{recipe}: no evaluation at {budget:g} min (the run ended before)")
             continue
-        r = past[0]
         metrics = {m: {"value": r[m], "feature_space": r["feature_space"]}
                    for m in ("fid", "kid", "precision", "recall")}  # fmt: skip
         out.append(row(args.dataset, recipe, f"{budget:g}", r["step"],
                        f"{float(r['train_seconds']):.0f}", r["n"], r["sampler"], r["nfe"],
                        metrics))  # fmt: skip
     return out
+
+
+def at_budgets(rows: list[dict], budgets: list[float]) -> list[dict | None]:
+    """For each budget (minutes), the first during-training row whose training seconds reach it
+    (within 1 s: an evaluation is due once the interval has passed), or None."""
+    chosen = []
+    for budget in budgets:
+        past = [r for r in rows if float(r["train_seconds"]) >= budget * 60 - 1]
+        chosen.append(min(past, key=lambda r: float(r["train_seconds"])) if past else None)
+    return chosen
 
 
 def read_rows(path: Path) -> list[dict]:
