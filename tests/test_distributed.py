@@ -23,6 +23,9 @@ TINY = [
     # dropout masks are drawn for the global batch and sliced per process, like the noise: with
     # every process drawing the same masks for its rows this test failed
     "model.dropout=0.1",
+    # non-leaky augmentation draws for the global batch too (ddpm.augment)
+    "data.augment_p=0.5",
+    "model.augment_dim=6",
     # fp32: one process and two must agree to float rounding; bf16 rounds the two halves of a
     # batch differently from the whole, far beyond the tolerance below
     "train.precision=fp32",
