@@ -37,9 +37,9 @@ def expected_p(history: torch.Tensor) -> np.ndarray:
 
 
 def test_probabilities_are_root_mean_squares_over_their_sum(generator):
-    history = torch.rand(T, K, generator=generator, dtype=torch.float64) * torch.arange(1, T + 1)[
-        :, None
-    ]
+    history = (
+        torch.rand(T, K, generator=generator, dtype=torch.float64) * torch.arange(1, T + 1)[:, None]
+    )
     p, ready = filled_sampler(history).probabilities()
     assert bool(ready)
     np.testing.assert_allclose(p.numpy(), expected_p(history), rtol=1e-12)
