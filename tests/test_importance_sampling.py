@@ -252,3 +252,23 @@ def test_a_tiny_run_trains_and_resumes_exactly_with_its_history(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert int(a["importance.count"].sum()) == 12 * 32
     assert bool(torch.isfinite(a["importance.history"]).all())
+
+
+def test_two_gloo_processes_hold_the_one_process_history(tmp_path):
+    """torchrun, 2 CPU processes of 16 rows against one process of 32: every process records the
+    gathered global batch, so the saved history (and the draws that depend on it after the
+    warm-up) match the one-process run; failed when each process recorded only its own rows."""
+    from test_distributed import torchrun
+
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    assert train(single, *sets(["train.num_steps=6"])) == 0
+    torchrun(
+        "train", "--dataset", "digits", "--out", str(ddp), "--quiet",
+        *sets([*TINY, "train.batch_size=16", "train.num_steps=6"]),
+    )  # fmt: skip
+    a = load_checkpoint(single / "checkpoints" / "step_00000006.safetensors").tensors
+    b = load_checkpoint(ddp / "checkpoints" / "step_00000006.safetensors").tensors
+    assert torch.equal(a["importance.count"], b["importance.count"])
+    assert torch.allclose(a["importance.history"], b["importance.history"], rtol=1e-4, atol=1e-6)
+    for key in (k for k in a if k.startswith("model.")):
+        assert torch.allclose(a[key], b[key], rtol=1e-4, atol=1e-5), key
