@@ -104,8 +104,10 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None,
     val_loss: float | None = None,
     train_seconds: float | None = None,
+    extra: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Save everything needed to resume (and to rebuild the model from this file alone)."""
+    """Save everything needed to resume (and to rebuild the model from this file alone); `extra`:
+    further training state under its own prefix (e.g. `importance.history`)."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors |= {f"ema.{k}": v for k, v in ema.state_dict().items()}
     groups: list[dict[str, Any]] = []
@@ -114,6 +116,7 @@ def save_checkpoint(
         for index, entries in optim_state["state"].items():
             tensors |= {f"optim.{index}.{n}": torch.as_tensor(v) for n, v in entries.items()}
         groups = optim_state["param_groups"]
+    tensors |= extra or {}
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     metadata = {
         "format": FORMAT,

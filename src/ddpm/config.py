@@ -168,8 +168,10 @@ class TrainConfig:
     val_images: int = 256  # test images for the validation loss at each checkpoint (0: none)
     max_nonfinite_steps: int = 5  # consecutive skipped (non-finite) steps that stop the run
     # the noise levels a step visits (ddpm.noise_levels): uniform t (Ho et al. 2020), lognormal
-    # sigma (Karras et al. 2022: ln sigma ~ N(p_mean, p_std^2)), laplace log-SNR (Hang et al. 2024)
-    t_sampling: Literal["uniform", "lognormal", "laplace"] = "uniform"
+    # sigma (Karras et al. 2022: ln sigma ~ N(p_mean, p_std^2)), laplace log-SNR (Hang et al. 2024),
+    # importance: p_t ~ sqrt(E[L_vlb,t^2]) over 10 values per t, weight 1 / (T p_t) (Nichol &
+    # Dhariwal 2021, Sec. 3.3; needs diffusion.loss=hybrid; ddpm.train.importance)
+    t_sampling: Literal["uniform", "lognormal", "laplace", "importance"] = "uniform"
     p_mean: float = -1.2
     p_std: float = 1.2
     laplace_mu: float = 0.0
@@ -247,6 +249,11 @@ class RunConfig:
         _require(
             self.data.augment_p == 0 or self.model.augment_dim == 6,
             "data.augment_p > 0 needs model.augment_dim=6 (the augmentation's conditioning)",
+        )
+        _require(
+            self.train.t_sampling != "importance" or self.diffusion.loss == "hybrid",
+            "train.t_sampling=importance needs diffusion.loss=hybrid (it samples t for the L_vlb "
+            "term)",
         )
 
 

@@ -30,7 +30,7 @@ import torch
 
 from .edm import edm_lambda
 
-TSampling = Literal["uniform", "lognormal", "laplace"]
+TSampling = Literal["uniform", "lognormal", "laplace", "importance"]  # importance: ddpm.train
 LossWeight = Literal["none", "min_snr", "edm"]
 
 

@@ -114,6 +114,8 @@ def restore(trainer: Trainer, checkpoint: Checkpoint) -> int:
     trainer.model.load_state_dict(checkpoint.state_dict("model"))
     trainer.ema.load_state_dict(checkpoint.state_dict("ema"))
     trainer.optimizer.load_state_dict(checkpoint.optimizer_state())
+    if trainer.importance is not None:  # train.t_sampling=importance: its history
+        trainer.importance.load_state(checkpoint.state_dict("importance"))
     log.info("resumed at step %d from %s", checkpoint.step, checkpoint.path)
     return checkpoint.step
 
@@ -251,6 +253,7 @@ def save(
             optimizer=trainer.optimizer,
             val_loss=val_loss,
             train_seconds=train_seconds,
+            extra=trainer.importance.state_tensors() if trainer.importance else None,
         )
         if best:  # the same bytes, not a second serialisation of the same tensors
             atomic_write(folder / BEST, path.read_bytes())

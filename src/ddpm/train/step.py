@@ -31,6 +31,7 @@ from ..noise_levels import laplace_timesteps, lognormal_timesteps, loss_weights
 from ..precision import autocast_context, preferred_memory_format, resolve_precision
 from ..rng import global_batch_rows, step_generator
 from .ema import ema_decay_at, ema_tensor_lists, gamma_from_sigma_rel, lerp_ema, power_ema_decay_at
+from .importance import ImportanceSampler, gather_global_rows
 
 
 def lr_at(step: int, train: TrainConfig, *, fraction: float | None = None) -> float:
@@ -110,12 +111,14 @@ def timestep_sampler(
 
 @dataclass(eq=False)
 class Trainer:
-    """The objects a run trains: the network, its EMA copy and the optimizer, with the step."""
+    """The objects a run trains: the network, its EMA copy and the optimizer, with the step; and
+    with train.t_sampling=importance the sampler's history (ddpm.train.importance)."""
 
     model: UNet
     ema: UNet
     optimizer: torch.optim.Optimizer
     step: StepFunction
+    importance: ImportanceSampler | None = None
 
 
 def make_trainer(
@@ -165,6 +168,9 @@ def make_trainer(
 
     ema_decay = ema_schedule(train)
     draw_timesteps = timestep_sampler(config, alpha_bar_64, rank=rank, world_size=world_size)
+    importance = (
+        ImportanceSampler(diff.num_timesteps, device) if train.t_sampling == "importance" else None
+    )
 
     def mine(draw: Callable, shape: tuple, generator: torch.Generator) -> torch.Tensor:
         return global_batch_rows(draw, shape, generator, rank=rank, world_size=world_size)
@@ -193,7 +199,11 @@ def make_trainer(
         generator = step_generator(train.seed, n, 2, device=device)
         dropout.generator = step_generator(train.seed, n, 3, device=device)
         batch = x0.shape[0]
-        t = draw_timesteps(generator, batch)
+        t_weights = None
+        if importance is not None:  # Nichol & Dhariwal 2021, Sec. 3.3 (ddpm.train.importance)
+            t, t_weights = importance.draw(generator, batch, rank=rank, world_size=world_size)
+        else:
+            t = draw_timesteps(generator, batch)
         eps = mine(torch.randn, tuple(x0.shape), generator)
         if labels is not None and config.model.num_classes:
             drop = mine(torch.rand, (batch,), generator)
@@ -245,7 +255,8 @@ def make_trainer(
             sigma_data=diff.sigma_data,
         )
         losses = losses if weights is None else losses * weights
-        loss = (losses if vlb is None else losses + diff.vlb_weight * vlb).mean()
+        losses = losses if vlb is None else losses + diff.vlb_weight * vlb
+        loss = (losses if t_weights is None else losses * t_weights).mean()
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
@@ -258,6 +269,12 @@ def make_trainer(
         scaler.step(optimizer)
         scaler.update()
         lerp_ema(ema_pairs, ema_decay(n))
+        if importance is not None:  # the unweighted L_vlb of the global batch's rows
+            importance.update(
+                gather_global_rows(t, world_size),
+                gather_global_rows(vlb.detach(), world_size),
+                finite,
+            )
         return loss.detach(), grad_norm.detach(), finite
 
-    return Trainer(model=model, ema=ema, optimizer=optimizer, step=step)
+    return Trainer(model=model, ema=ema, optimizer=optimizer, step=step, importance=importance)
