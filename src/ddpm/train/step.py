@@ -23,15 +23,14 @@ from ..augment import augment, draw_augment
 from ..builders import build_model, build_schedule
 from ..compiling import CompiledNetwork, compile_errors
 from ..config import RunConfig, TrainConfig
-from ..diffusion import gather, training_loss
 from ..errors import DDPMError
-from ..learned_variance import hybrid_loss
 from ..models import DropoutNoise, UNet, set_dropout_noise
-from ..noise_levels import laplace_timesteps, lognormal_timesteps, loss_weights
+from ..noise_levels import laplace_timesteps, lognormal_timesteps
 from ..precision import autocast_context, preferred_memory_format, resolve_precision
 from ..rng import global_batch_rows, step_generator
 from .ema import ema_decay_at, ema_tensor_lists, gamma_from_sigma_rel, lerp_ema, power_ema_decay_at
 from .importance import ImportanceSampler, gather_global_rows
+from .objective import objective
 
 
 def lr_at(step: int, train: TrainConfig, *, fraction: float | None = None) -> float:
@@ -159,7 +158,6 @@ def make_trainer(
         )
     compiled = CompiledNetwork(forward, backend=compile_backend) if train.compile else None
     alpha_bar_64 = build_schedule(config).alpha_bar.to(device)
-    alpha_bar = alpha_bar_64.float()
     null_label = model.null_label
     scaler = torch.amp.GradScaler(device.type, enabled=train.precision == "fp16")
     dropout = DropoutNoise(step_generator(train.seed, 0, 3, device=device), rank, world_size)
@@ -222,40 +220,8 @@ def make_trainer(
             )
             x0, params = augment(x0, draws, p=config.data.augment_p)
             net = functools.partial(net, augment=params)
-        vlb = None
         with autocast_context(device, precision):
-            if diff.loss == "hybrid":  # Nichol & Dhariwal 2021 (ddpm.learned_variance)
-                losses, vlb = hybrid_loss(
-                    net,
-                    x0,
-                    t,
-                    eps,
-                    alpha_bar_64,
-                    prediction=diff.prediction,
-                    labels=labels,
-                    sigma_data=diff.sigma_data,
-                )
-            else:
-                losses = training_loss(
-                    net,
-                    x0,
-                    t,
-                    eps,
-                    gather(alpha_bar, t, x0.ndim),
-                    prediction=diff.prediction,
-                    loss_type=diff.loss,
-                    labels=labels,
-                    sigma_data=diff.sigma_data,
-                )
-        weights = loss_weights(
-            gather(alpha_bar, t, 1),
-            loss_weight=diff.loss_weight,
-            gamma=diff.min_snr_gamma,
-            prediction=diff.prediction,
-            sigma_data=diff.sigma_data,
-        )
-        losses = losses if weights is None else losses * weights
-        losses = losses if vlb is None else losses + diff.vlb_weight * vlb
+            losses, vlb = objective(net, x0, t, eps, alpha_bar_64, diff, labels=labels)
         loss = (losses if t_weights is None else losses * t_weights).mean()
         for group in optimizer.param_groups:
             group["lr"] = lr

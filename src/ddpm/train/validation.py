@@ -12,10 +12,8 @@ import torch
 from ..builders import build_schedule
 from ..config import RunConfig
 from ..data import ImageData
-from ..diffusion import gather, training_loss
-from ..learned_variance import hybrid_loss
-from ..noise_levels import loss_weights
 from ..rng import seeded_generator
+from .objective import objective
 
 VALIDATION_SEED = 20_200_619  # fixed: the validation noise never depends on the run's seed
 
@@ -36,7 +34,6 @@ def validation_loss(
     T = config.diffusion.num_timesteps
     t_all = torch.linspace(0, T - 1, n).round().long()
     alpha_bar_64 = build_schedule(config).alpha_bar.to(device=device, dtype=torch.float64)
-    alpha_bar = alpha_bar_64.float()
     # all the noise from one generator, so the number does not depend on batch_size
     eps_all = torch.randn((n, *data.images.shape[1:]), generator=seeded_generator(VALIDATION_SEED))
     was_training = net.training
@@ -46,37 +43,7 @@ def validation_loss(
         x0 = data.images[start : min(start + batch_size, n)].to(device).float() / 127.5 - 1
         t = t_all[start : start + len(x0)].to(device)
         eps = eps_all[start : start + len(x0)].to(device)
-        vlb = None
-        if config.diffusion.loss == "hybrid":
-            losses, vlb = hybrid_loss(
-                net,
-                x0,
-                t,
-                eps,
-                alpha_bar_64,
-                prediction=config.diffusion.prediction,
-                sigma_data=config.diffusion.sigma_data,
-            )
-        else:
-            losses = training_loss(
-                net,
-                x0,
-                t,
-                eps,
-                gather(alpha_bar, t, x0.ndim),
-                prediction=config.diffusion.prediction,
-                loss_type=config.diffusion.loss,
-                sigma_data=config.diffusion.sigma_data,
-            )
-        weights = loss_weights(
-            gather(alpha_bar, t, 1),
-            loss_weight=config.diffusion.loss_weight,
-            gamma=config.diffusion.min_snr_gamma,
-            prediction=config.diffusion.prediction,
-            sigma_data=config.diffusion.sigma_data,
-        )
-        losses = losses if weights is None else losses * weights
-        losses = losses if vlb is None else losses + config.diffusion.vlb_weight * vlb
+        losses, _ = objective(net, x0, t, eps, alpha_bar_64, config.diffusion)
         total += losses.double().sum()
     net.train(was_training)
     return float(total) / n
