@@ -50,6 +50,16 @@ RECIPES: dict[str, list[str]] = {
     "budget+min-snr": ["BUDGET", "diffusion.loss_weight=min_snr"],
     "budget+lognormal": ["BUDGET", "train.t_sampling=lognormal"],
     "budget+laplace": ["BUDGET", "train.t_sampling=laplace"],
+    "lognormal": ["train.t_sampling=lognormal"],
+    # EDM (Karras et al. 2022): preconditioning, lambda = 1 / c_out^2 weighting on l2, log-normal
+    # sigma; sigma_data = the std of Fashion-MNIST's training images in [-1, 1] (0.71)
+    "edm": [
+        "diffusion.prediction=edm",
+        "diffusion.loss_weight=edm",
+        "diffusion.sigma_data=0.71",
+        "diffusion.loss=l2",
+        "train.t_sampling=lognormal",
+    ],  # fmt: skip
     "budget+min-snr+lognormal": [
         "BUDGET",
         "diffusion.loss_weight=min_snr",
