@@ -35,7 +35,7 @@ def augmented_config(p: float = 0.5, **train):
         {
             "data": {"augment_p": p},
             "model": {**SMALL, "augment_dim": 6},
-            "train": {"precision": "fp32", "seed": 7, **train},
+            "train": {"precision": "fp32", "seed": 7, "t_sampling": "uniform", **train},
         },
         base=load_preset("digits"),
     )

@@ -213,7 +213,7 @@ def test_the_training_step_uses_the_preconditioning_and_the_edm_weight(predictio
         {"model": {"base_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1,
                    "attention_resolutions": [4], "num_groups": 4, "dropout": 0.0},
          "diffusion": {"prediction": prediction, "loss_weight": "edm", "sigma_data": sd},
-         "train": {"precision": "fp32", "seed": 7}},
+         "train": {"precision": "fp32", "seed": 7, "t_sampling": "uniform"}},
         base=load_preset("digits"),
     )  # fmt: skip
     trainer = make_trainer(cfg, torch.device("cpu"))

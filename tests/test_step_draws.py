@@ -22,7 +22,10 @@ SMALL = {"base_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1,
 
 def config(dropout: float = 0.0):
     return from_dict(
-        {"model": {**SMALL, "dropout": dropout}, "train": {"precision": "fp32", "seed": 7}},
+        {
+            "model": {**SMALL, "dropout": dropout},
+            "train": {"precision": "fp32", "seed": 7, "t_sampling": "uniform"},
+        },
         base=load_preset("digits"),
     )
 
