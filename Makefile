@@ -26,7 +26,13 @@ demo: install
 	$(VENV)/bin/ddpm sample --run $(DEMO_DIR) --n 64 --sampler ddim --steps 50 --seed 0 \
 		--out $(DEMO_DIR)/grid.png --progressive $(DEMO_DIR)/progressive.png
 
-test: install
+# the tests of benchmarks/alternatives.py need the two alternatives (torch held at the pin above)
+$(VENV)/.compare: $(VENV)/.installed
+	printf '%s\n' $(TORCH) > $(VENV)/torch-pin.txt
+	$(PY) -m pip install --quiet -c $(VENV)/torch-pin.txt -e '.[dev,compare]'
+	touch $@
+
+test: install $(VENV)/.compare
 	$(PY) -m pytest
 
 bench: install
