@@ -50,6 +50,14 @@ RECIPES: dict[str, list[str]] = {
     "budget+min-snr": ["BUDGET", "diffusion.loss_weight=min_snr"],
     "budget+lognormal": ["BUDGET", "train.t_sampling=lognormal"],
     "budget+laplace": ["BUDGET", "train.t_sampling=laplace"],
+    # the fashion-mnist preset's objective before 2026-12-02: uniform t, eps, Huber (the README's
+    # "previous preset" curve)
+    "previous-preset": [
+        "diffusion.prediction=eps",
+        "diffusion.loss=huber",
+        "diffusion.loss_weight=none",
+        "train.t_sampling=uniform",
+    ],  # fmt: skip
     "lognormal": ["train.t_sampling=lognormal"],
     # EDM (Karras et al. 2022): preconditioning, lambda = 1 / c_out^2 weighting on l2, log-normal
     # sigma; sigma_data = the std of Fashion-MNIST's training images in [-1, 1] (0.71)

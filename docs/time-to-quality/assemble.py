@@ -13,7 +13,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from time_to_quality import FIELDS, at_budgets, cpu_model, plot, read_rows, row, score_samples  # noqa: E402
 
-CURVES = {"preset": ("preset-60m", [10, 20, 30, 40, 50, 60]), "edm": ("edm", [5, 10, 15, 20])}
+CURVES = {
+    "previous-preset": ("preset-60m", [10, 20, 30, 40, 50, 60]),
+    "edm": ("edm", [5, 10, 15, 20]),
+}
 ALTERNATIVES = ["denoising-diffusion-pytorch", "diffusers"]
 
 

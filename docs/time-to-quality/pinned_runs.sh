@@ -30,7 +30,10 @@ alternative() {  # alternative NAME SNAPSHOTS LAST
   while kill -0 $PID 2>/dev/null && [ ! -f "$OUT/ema-${last}m.pt" ]; do sleep 5; done
   sleep 5; taskset -a -p -c 0 $PID >/dev/null  # sampling is not timed: off the measured CPU
 }
-curve preset-60m 60 10
+# the fashion-mnist preset as it was (recipe previous-preset of time_to_quality.py)
+curve preset-60m 60 10 --set diffusion.prediction=eps --set diffusion.loss=huber \
+  --set diffusion.loss_weight=none --set train.t_sampling=uniform
+# EDM's objective (recipe edm), the preset since
 curve edm 20 5 --set diffusion.prediction=edm --set diffusion.loss_weight=edm \
   --set diffusion.sigma_data=0.71 --set diffusion.loss=l2 --set train.t_sampling=lognormal
 alternative denoising-diffusion-pytorch 10,20 20
