@@ -163,7 +163,9 @@ def ddpm_system(spec: ModelSpec, precision: str, *, channels_last: bool = False)
     @torch.inference_mode()
     def sample(n: int) -> None:
         ema = trainer.ema
-        denoiser = make_denoiser(ema, schedule, prediction="eps", clip=True, precision=precision)
+        d = config.diffusion
+        denoiser = make_denoiser(ema, schedule, prediction=d.prediction, clip=True,
+                                 precision=precision, sigma_data=d.sigma_data)  # fmt: skip
         sample_ddim(denoiser, torch.randn(n, *shape), schedule, timesteps)
 
     net = build_model(config)

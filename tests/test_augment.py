@@ -286,3 +286,20 @@ def test_resume_is_exact_with_augmentation_and_the_run_samples(tmp_path):
     assert run.config.data.augment_p == 0.5 and run.net.augment_emb is not None
     images = ddpm.generate(run.net, run.schedule, run.config, n=3, steps=3, progress=False)
     assert images.shape == (3, 1, 8, 8) and images.isfinite().all() and images.abs().max() <= 1
+
+
+def test_the_augment_layer_trains_under_ddp_without_augmentation(tmp_path):
+    """model.augment_dim with data.augment_p=0: the step passes zero vectors, so the layer takes
+    part in every step and DDP finds no parameter without a gradient (it raised at step 1)."""
+    import torch.distributed as dist
+
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'group'}", rank=0, world_size=1
+    )
+    try:
+        trainer = make_trainer(augmented_config(p=0.0), torch.device("cpu"), world_size=2)
+        x0 = torch.rand(4, 1, 8, 8) * 2 - 1
+        results = [trainer.step(n, x0, None) for n in range(3)]
+        assert all(bool(finite) for _, _, finite in results)
+    finally:
+        dist.destroy_process_group()

@@ -32,17 +32,22 @@ def filled_sampler(history: torch.Tensor) -> ImportanceSampler:
 
 
 def expected_p(history: torch.Tensor) -> np.ndarray:
+    """sqrt(E[L^2]) normalised, with 0.001 of uniform probability mixed in (the authors' code)."""
     rms = np.sqrt((history.numpy().astype(np.float64) ** 2).mean(axis=1))
-    return rms / rms.sum()
+    return 0.999 * rms / rms.sum() + 0.001 / len(rms)
 
 
 def test_probabilities_are_root_mean_squares_over_their_sum(generator):
+    """...with a 0.001 uniform share: a t whose terms are all 0 keeps p = 0.001 / T."""
     history = (
         torch.rand(T, K, generator=generator, dtype=torch.float64) * torch.arange(1, T + 1)[:, None]
     )
     p, ready = filled_sampler(history).probabilities()
     assert bool(ready)
     np.testing.assert_allclose(p.numpy(), expected_p(history), rtol=1e-12)
+    history[4] = 0
+    p, _ = filled_sampler(history).probabilities()
+    assert float(p[4]) == pytest.approx(0.001 / T, rel=1e-12)
 
 
 def test_the_draw_is_uniform_until_every_t_has_ten_values_then_follows_p():

@@ -22,9 +22,11 @@ is the drawn t's term of the bound, with p's mean computed from the stop-gradien
 prediction, so L_vlb trains only the variance and L_simple only the mean:
     t >= 1: KL(q(x_{t-1} | x_t, x0) || N(mu(x0_hat.detach(), x_t), Sigma))
     t = 0:  -log p(x0 | x_1), the discretised Gaussian decoder with variance Sigma (Ho et al. Eq. 13)
-in bits per dimension (the mean over C H W of the elementwise nats, divided by ln 2), times
-T / 1000: a single t's term is about 1/T of the bound, and the factor keeps lambda's meaning for
-T other than the paper's 1000 (as the authors' released code does); with T = 1000 it is 1.
+in bits per dimension (the mean over C H W of the elementwise nats, divided by ln 2), times T:
+L_vlb is the bound's sum over all T terms (Eq. 4-5), and T L_t is its one-sample estimate with
+uniform t (with importance sampling, ddpm.train.importance, the step weights it by 1 / (T p_t),
+giving L_t / p_t as in Sec. 3.3). The step adds lambda T L_t, which is the authors' released
+code's L_t T / 1000 at lambda = 0.001.
 """
 
 from __future__ import annotations
@@ -127,7 +129,8 @@ def hybrid_loss(
     """(L_simple [B], L_vlb [B]) of a learned-variance network at timesteps t [B] for x0, eps
     [B, C, H, W] and the schedule's alpha_bar [T] (float64 for exact bounds): L_simple is the l2
     loss of the first C output channels against the prediction target; L_vlb (module docstring) is
-    in bits/dim times T / 1000, with the mean from the detached prediction. The hybrid loss is
+    in bits/dim times T (the bound's one-sample estimate), with the mean from the detached
+    prediction. The hybrid loss is
     L_simple + diffusion.vlb_weight L_vlb. sigma_data: for prediction "edm" (ddpm.edm). No host
     synchronisation."""
     shape = (-1,) + (1,) * (x0.ndim - 1)
@@ -145,4 +148,4 @@ def hybrid_loss(
     first = first_posterior_variance(alpha_bar)
     log_var = learned_range_log_variance(v, ab_t64, ab_s64, first_variance=first)
     vlb = vlb_bits_per_dim(x0, x_t, x0_hat, log_var, ab_t, ab_s)
-    return simple, vlb * (len(alpha_bar) / 1000)
+    return simple, vlb * len(alpha_bar)

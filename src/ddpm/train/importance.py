@@ -45,11 +45,17 @@ log = logging.getLogger(__name__)
 HISTORY_LENGTH = 10  # Nichol & Dhariwal 2021, Sec. 3.3: the last 10 values of each L_t
 
 
+UNIFORM_MIX = 0.001  # share of uniform probability mixed in (the authors' released code)
+
+
 def importance_probabilities(history: torch.Tensor) -> torch.Tensor:
-    """p_t = sqrt(mean_k L_{t,k}^2) / sum_s sqrt(mean_k L_{s,k}^2) for a history [T, K] -> [T]
-    float64 (NaN everywhere when every value is 0)."""
+    """p_t = (1 - m) sqrt(mean_k L_{t,k}^2) / sum_s sqrt(mean_k L_{s,k}^2) + m / T for a history
+    [T, K] -> [T] float64, m = UNIFORM_MIX (NaN everywhere when every value is 0). The uniform
+    share is not in the paper's text but in the authors' code: it keeps every p_t >= m / T, so a t
+    whose recorded terms are all 0 is still drawn (its history would freeze otherwise) and no
+    weight 1 / (T p_t) exceeds 1 / m."""
     rms = history.double().square().mean(dim=1).sqrt()
-    return rms / rms.sum()
+    return (1 - UNIFORM_MIX) * rms / rms.sum() + UNIFORM_MIX / len(rms)
 
 
 def inverse_cdf_timesteps(u: torch.Tensor, probabilities: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,8 @@
 """The training step: forward, loss, backward, clip, AdamW, EMA, with no host synchronisation.
 
-Every random draw of step n (augmentation, t, noise, label dropout, dropout masks) comes from generators on the
-step's device seeded by (train.seed, n, purpose), drawn for the global batch and sliced to this
-process's rows: nothing is copied from the host and nothing depends on what ran before, so a
+Every random draw of step n (augmentation, t, noise, label dropout, dropout masks) comes from
+generators on the step's device seeded by (train.seed, n, purpose), drawn for the global batch
+and sliced to this process's rows: nothing is copied from the host and nothing depends on what ran before, so a
 resumed step and a step on N processes draw exactly what the uninterrupted one-process step would.
 
 Shared by the training loop and the benchmark, so `ddpm bench` times exactly what training runs.
@@ -220,6 +220,8 @@ def make_trainer(
             )
             x0, params = augment(x0, draws, p=config.data.augment_p)
             net = functools.partial(net, augment=params)
+        elif config.model.augment_dim:  # zeros: the layer still takes part, as DDP requires
+            net = functools.partial(net, augment=x0.new_zeros(batch, config.model.augment_dim))
         with autocast_context(device, precision):
             losses, vlb = objective(net, x0, t, eps, alpha_bar_64, diff, labels=labels)
         loss = (losses if t_weights is None else losses * t_weights).mean()
