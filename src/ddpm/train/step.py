@@ -2,8 +2,9 @@
 
 Every random draw of step n (augmentation, t, noise, label dropout, dropout masks) comes from
 generators on the step's device seeded by (train.seed, n, purpose), drawn for the global batch
-and sliced to this process's rows: nothing is copied from the host and nothing depends on what ran before, so a
-resumed step and a step on N processes draw exactly what the uninterrupted one-process step would.
+and sliced to this process's rows: nothing is copied from the host and nothing depends on what
+ran before, so a resumed step and a step on N processes draw exactly what the uninterrupted
+one-process step would.
 
 Shared by the training loop and the benchmark, so `ddpm bench` times exactly what training runs.
 """
