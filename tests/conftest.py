@@ -5,6 +5,16 @@ import pytest
 import torch
 
 
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests skip, saying why, where no CUDA device is present (they run wherever one is)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="gpu: needs a CUDA device; none is present")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def generator():
     """A fresh CPU generator with a fixed seed, for reproducible random tensors in a test."""

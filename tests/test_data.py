@@ -259,13 +259,18 @@ def test_presets_build_and_ho2020_has_35_7m_parameters(capsys):
     assert any(line.startswith("cifar10-ho2020") and "35.7M" in line for line in lines)
 
 
-def test_class_conditional_training_needs_labels(tmp_path):
+def test_class_conditional_training_needs_labels(tmp_path, capsys):
+    from tiny import TINY_MODEL, sets
+
     from ddpm.cli import main
 
     root = tmp_path / "flat"
     for i in range(25):
         write_image(root / f"{i}.png", np.full((8, 8), i * 10, dtype=np.uint8))
-    code = main(["train", "--dataset", "folder", "--out", str(tmp_path / "run"), "--set",
-                 f"data.data_dir={root}", "--set", "model.num_classes=10", "--set",
-                 "train.batch_size=4", "--quiet"])  # fmt: skip
+    code = main(["train", "--dataset", "folder", "--out", str(tmp_path / "run"), "--quiet",
+                 *sets([*TINY_MODEL, f"data.data_dir={root}", "data.image_size=8",
+                        "model.num_classes=10", "train.batch_size=4"])])  # fmt: skip
     assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "model.num_classes=10, but dataset" in err and "has no labels" in err

@@ -340,6 +340,8 @@ def _loop(
             window.add(step, *trainer.step(step, *batches.batch(step), lr=lr), lr=lr)
             bar.update(1)
             done, at_log = step + 1, (step + 1) % cfg.log_every == 0
+            # read before this step's checkpoint and grid, whose time the next row counts
+            trained = clock() if monitor is not None else 0.0
             if budget is not None:
                 _tick(budget, clock, ctx, done, at_log)
             out_of_time = budget is not None and budget.exhausted(done)
@@ -353,10 +355,10 @@ def _loop(
                 saved_at = done
             if ctx.is_main and (done % cfg.sample_every == 0 or last):
                 samples = _sample_grid(trainer, config, run_dir, done, stop=stop)
-            if monitor is not None and (monitor.due(done, clock()) or last):
+            if monitor is not None and (monitor.due(done, trained) or last):
                 evaluating = time.perf_counter()
                 _measure_quality(
-                    monitor, trainer, config, run_dir, done, seconds=clock(), stop=stop
+                    monitor, trainer, config, run_dir, done, seconds=trained, stop=stop
                 )
                 clock.exclude(time.perf_counter() - evaluating)  # not training time
             if out_of_time:
