@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from ddpm.denoiser import make_denoiser
-from ddpm.samplers import DEFAULT_SPACING, SAMPLERS, StepInfo, num_function_evals
+from ddpm.samplers import (
+    DEFAULT_SPACING,
+    SAMPLERS,
+    StepInfo,
+    num_function_evals,
+    sample_ddim,
+    sample_heun,
+)
 from ddpm.schedules import karras_timesteps, make_schedule, sampling_timesteps
 
 T = 1000
@@ -249,18 +256,28 @@ def test_karras_timesteps_follow_eq_5(schedules):
 
 
 def test_heun_euler_part_is_ddim():
-    """With one step to sigma = 0 Heun is a single Euler step, which is DDIM's update: both
-    return x0_hat; with two steps Heun's NFE is 3 and its first evaluation matches DDIM's."""
+    """Each Heun step's predictor (the Euler step, which the corrector evaluates the denoiser at)
+    equals DDIM's step from the same x_t, on every step to a nonzero sigma; the corrector then
+    moves it (the Gaussian mixture's denoiser is not linear, so the correction is not zero)."""
     s = make_schedule("linear", T)
-    x_T = torch.randn(16, 1, generator=torch.Generator().manual_seed(0))
-    ts = [T - 1, 400]
-    ddim_first = []
-    SAMPLERS["ddim"](ideal_denoiser(s), x_T, s, ts, callback=ddim_first.append)
-    heun_first = []
-    SAMPLERS["heun"](ideal_denoiser(s), x_T, s, ts, callback=heun_first.append)
-    assert torch.allclose(heun_first[0].x_t, ddim_first[0].x_t, atol=1e-5)
-    assert torch.allclose(heun_first[0].x0_hat, ddim_first[0].x0_hat, atol=1e-5)
-    assert num_function_evals("heun", 2) == 3 and num_function_evals("dpmpp-2m", 20) == 20
+    x_T = torch.randn(64, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ts = [T - 1, 700, 400, 120, 0]
+    den, inputs, states = ideal_denoiser(s), [], []
+
+    def recording(x_t, t):
+        inputs.append((int(t[0]), x_t.clone()))
+        return den(x_t, t)
+
+    sample_heun(recording, x_T, s, ts, callback=states.append)
+    assert [t for t, _ in inputs] == [ts[0]] + [t for t in ts[1:] for _ in (0, 1)]
+    assert num_function_evals("heun", len(ts)) == len(inputs) == 2 * len(ts) - 1
+    for i in range(len(ts) - 1):  # the corrector's input at ts[i + 1], then the next x_t
+        predictor, corrected = inputs[2 * i + 1][1], states[i + 1].x_t
+        ddim = []
+        sample_ddim(den, states[i].x_t, s, ts[i : i + 2], callback=ddim.append)
+        assert torch.allclose(predictor, ddim[1].x_t, rtol=0, atol=1e-9), i
+        assert (corrected - predictor).abs().max() > 1e-3, i
+    assert num_function_evals("dpmpp-2m", 20) == 20
 
 
 def test_first_order_steps_of_dpmpp_are_ddim_and_ddpm():

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ddpm.errors import DDPMError
-from ddpm.schedules import make_schedule, timestep_subsequence
+from ddpm.schedules import SPACINGS, make_schedule, sampling_timesteps, timestep_subsequence
 
 KINDS = ["linear", "cosine", "quadratic", "sigmoid"]
 
@@ -54,6 +54,34 @@ def test_cosine_alpha_bar_matches_formula(T):
         assert schedule.alpha_bar[t].item() == pytest.approx(expected[t], rel=1e-9, abs=1e-15)
     # The last beta is clipped: f(T) = 0 would otherwise give beta = 1.
     assert betas[-1] == pytest.approx(0.999)
+
+
+@pytest.mark.parametrize("T", [1000, 500])
+def test_quadratic_betas_follow_ho_et_al(T):
+    # Ho et al.'s code (diffusion_utils_2.get_beta_schedule, "quad"):
+    # linspace(sqrt(beta_start), sqrt(beta_end), T) ** 2, here rescaled by 1000 / T like linear
+    lo, hi, scale = math.sqrt(1e-4), math.sqrt(0.02), 1000 / T
+    expected = [scale * (lo + i * (hi - lo) / (T - 1)) ** 2 for i in range(T)]
+    betas = make_schedule("quadratic", T).betas.tolist()
+    assert betas == pytest.approx(expected, rel=1e-12)
+    if T == 1000:
+        assert betas[0] == pytest.approx(1e-4, rel=1e-12)
+        assert betas[-1] == pytest.approx(0.02, rel=1e-12)
+
+
+@pytest.mark.parametrize("T", [1000, 500])
+def test_sigmoid_betas_follow_geodiff(T):
+    # Xu et al. 2022 (GeoDiff) code, get_beta_schedule "sigmoid":
+    # sigmoid(linspace(-6, 6, T)) * (beta_end - beta_start) + beta_start, rescaled by 1000 / T
+    def sigmoid(z):
+        return 1 / (1 + math.exp(-z))
+
+    scale = 1000 / T
+    expected = [scale * (sigmoid(-6 + 12 * i / (T - 1)) * (0.02 - 1e-4) + 1e-4) for i in range(T)]
+    betas = make_schedule("sigmoid", T).betas.tolist()
+    assert betas == pytest.approx(expected, rel=1e-12)
+    # symmetric about the middle: beta_t + beta_{T-1-t} = scale (beta_start + beta_end)
+    assert betas[0] + betas[-1] == pytest.approx(scale * (0.02 + 1e-4), rel=1e-12)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -115,6 +143,32 @@ def test_trailing_subsequence(T, K):
 @pytest.mark.parametrize("T", [10, 1000])
 def test_all_steps_when_K_equals_T(spacing, T):
     assert timestep_subsequence(T, T, spacing) == list(range(T - 1, -1, -1))
+
+
+@pytest.mark.parametrize("spacing", SPACINGS)
+@pytest.mark.parametrize("T", [10, 37, 1000])
+def test_every_spacing_starts_at_the_last_timestep(spacing, T):
+    # A sampler takes x_T ~ N(0, I) as the sample at timesteps[0]: that must be T - 1 for every
+    # spacing and K (quadratic spacing gave [0] for K = 1: pure noise denoised as if at t = 0).
+    schedule = make_schedule("cosine", T)
+    for K in [1, 2, 3, 4, 5, T // 2, T - 1, T]:
+        steps = sampling_timesteps(schedule, K, spacing)
+        assert len(steps) == K and steps[0] == T - 1, (K, steps)
+        assert all(a > b for a, b in zip(steps, steps[1:])), (K, steps)
+        assert all(isinstance(t, int) and 0 <= t < T for t in steps), (K, steps)
+        if K >= 2 and spacing != "trailing":  # trailing ends at T/K - 1 (Lin et al.)
+            assert steps[-1] == 0, (K, steps)
+    assert sampling_timesteps(schedule, 1, spacing) == [T - 1]
+    assert sampling_timesteps(schedule, T, spacing) == list(range(T - 1, -1, -1))
+
+
+@pytest.mark.parametrize("T,K", [(1000, 20), (1000, 45), (100, 5), (10, 3)])
+def test_quadratic_subsequence_is_c_i_squared_up_to_T_minus_1(T, K):
+    # Song et al. 2020 (DDIM), Appendix D.2: t_i = c i^2, c chosen so that the top is T - 1.
+    c = (T - 1) / (K - 1) ** 2
+    expected = sorted({round(c * i * i) for i in range(K)}, reverse=True)
+    assert len(expected) == K  # no collisions below K ~ sqrt(2 T)
+    assert timestep_subsequence(T, K, "quadratic") == expected
 
 
 def test_quadratic_subsequence_is_denser_near_zero():

@@ -105,27 +105,40 @@ _BETA_FUNCTIONS = {"linear": linear_betas, "quadratic": quadratic_betas, "sigmoi
 def timestep_subsequence(
     num_timesteps: int, num_steps: int, spacing: Spacing = "uniform"
 ) -> list[int]:
-    """The descending timesteps a K-step sampler visits, from near T-1 down to 0.
+    """The K distinct descending timesteps a K-step sampler visits, the first always T - 1 (the
+    samplers take x_T ~ N(0, I) as the sample at timesteps[0], which only t = T - 1 matches).
 
-    uniform: K evenly spaced steps including both T-1 and 0 (improved-DDPM respacing).
-    quadratic: steps spaced quadratically, denser near 0 (Song et al. 2020, DDIM, Appendix D.2).
-    trailing: T-1, T-1-T/K, ... (Lin et al. 2024), always starting at the last step.
+    uniform: K evenly spaced steps from T-1 down to 0 (improved-DDPM respacing).
+    quadratic: t_i = c i^2, i = 0..K-1, denser near 0, with c such that the top is T - 1 (Song et
+        al. 2020, DDIM, Appendix D.2, pick c so that the top is close to T; their code stops at
+        0.8 T, where N(0, I) is not the marginal: cosine alpha_bar_800 = 0.09).
+    trailing: T-1, T-1-T/K, ... (Lin et al. 2024), ending at T/K - 1.
+    K = 1 gives [T - 1] for every spacing. Where rounding lands two targets on one timestep
+    (quadratic near 0 for K > sqrt(2T)), the lower one moves down, so K = T gives every step.
     """
     if not 1 <= num_steps <= num_timesteps:
         raise DDPMError(f"--steps must be between 1 and {num_timesteps}, got {num_steps}")
     T, K = num_timesteps, num_steps
+    # every grid is listed from its top, so that torch.linspace's single point (K = 1) is T - 1
     if spacing == "uniform":
-        steps = torch.linspace(T - 1, 0, K, dtype=torch.float64).round()  # K = 1 gives [T - 1]
+        steps = torch.linspace(T - 1, 0, K, dtype=torch.float64).round()
     elif spacing == "quadratic":
-        steps = (torch.linspace(0, math.sqrt(T * 0.8), K, dtype=torch.float64) ** 2).round()
+        steps = (torch.linspace(math.sqrt(T - 1), 0, K, dtype=torch.float64) ** 2).round()
     elif spacing == "trailing":
         steps = (torch.arange(T, 0, -T / K, dtype=torch.float64)[:K]).round() - 1
     else:
         raise DDPMError(f"unknown timestep spacing {spacing!r}; known: {', '.join(SPACINGS)}")
-    unique = sorted({int(s) for s in steps.tolist()}, reverse=True)
-    if len(unique) != K:  # quadratic spacing can collide for K close to T
-        raise DDPMError(f"{spacing} spacing cannot place {K} distinct steps in T={T}")
-    return unique
+    return _distinct_descending([int(t) for t in steps.tolist()])
+
+
+def _distinct_descending(targets: list[int]) -> list[int]:
+    """Descending targets (the first T - 1) made K strictly descending timesteps >= 0: a target
+    landing on or above the step before moves just below it, and step i stays >= K - 1 - i so the
+    rest still fit above 0. Targets already distinct and >= 0 come back unchanged."""
+    steps = targets[:1]
+    for t in targets[1:]:
+        steps.append(min(t, steps[-1] - 1))
+    return [max(t, len(targets) - 1 - i) for i, t in enumerate(steps)]
 
 
 def karras_timesteps(
@@ -159,10 +172,7 @@ def karras_timesteps(
     hi, lo = math.exp(top / rho), math.exp(float(log_sigma[0]) / rho)
     targets = rho * torch.log(hi + ramp * (lo - hi))  # log sigma_i
     nearest = (targets[:, None] - log_sigma[None, :]).abs().argmin(dim=1).tolist()
-    steps = [T - 1]
-    for t in nearest[1 - int(capped) :]:  # strictly descending from T - 1 ...
-        steps.append(min(t, steps[-1] - 1))
-    return [max(t, K - 1 - i) for i, t in enumerate(steps)]  # ... and ending at 0
+    return _distinct_descending([T - 1, *nearest[1 - int(capped) :]])
 
 
 def sampling_timesteps(schedule: Schedule, num_steps: int, spacing: Spacing) -> list[int]:
