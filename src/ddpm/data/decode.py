@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, JpegImagePlugin, UnidentifiedImageError
 
 MAX_PIXELS = 4096 * 4096  # 16.8 MP: a 12 MP phone photo or a 4K frame decodes as it is
 TRAINING_SIZE_FACTOR = 4  # images up to 4x the training size per side are always allowed
@@ -63,7 +63,7 @@ def _within_limit(image: Image.Image, mode: str, limit: int) -> None:
     width, height = image.size
     if width * height <= limit:
         return
-    if image.format == "JPEG":
+    if isinstance(image, JpegImagePlugin.JpegImageFile):  # MPO, many cameras' JPEGs, too
         # draft picks the largest scale 1/s (s in 1, 2, 4, 8) keeping the result at least the
         # requested size; asking for 1/(2k) of each side, k = sqrt(pixels / limit), gives
         # k < s <= 2k, so the result holds under `limit` pixels and at least a quarter of them

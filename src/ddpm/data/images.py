@@ -93,7 +93,7 @@ def _load_cache(
     try:
         kept = np.load(kept_file, allow_pickle=False)
         if (kept.dtype != np.int64 or kept.ndim != 2 or kept.shape[1] != 3
-                or (len(kept) and kept[:, 0].max() >= num_files)):  # fmt: skip
+                or (len(kept) and (kept.min() < 0 or kept[:, 0].max() >= num_files))):  # fmt: skip
             raise ValueError(f"{kept.dtype} {list(kept.shape)} is no index into {num_files} files")
         file = images_file
         images = np.load(images_file, mmap_mode="c", allow_pickle=False)
