@@ -15,6 +15,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from ..errors import DDPMError
+from ..safe_text import printable
 from .dataset import ImageData, Split
 from .folder import split_files
 from .images import decode_images, list_images
@@ -41,7 +42,7 @@ def find_root(data_dir: str | None) -> Path:
         for folder in (root, root / "celeba"):
             if (folder / "img_align_celeba").is_dir():
                 return folder
-    looked = ", ".join(str(r) for r in roots)
+    looked = ", ".join(printable(r) for r in roots)
     raise DDPMError(f"CelebA's img_align_celeba/ folder not found under {looked}; pass --data-dir")
 
 
@@ -52,7 +53,9 @@ def read_partition(root: Path) -> dict[str, str] | None:
             for number, line in enumerate(candidate.read_text().splitlines(), 1):
                 fields = line.split()
                 if len(fields) != 2 or fields[1] not in "012":
-                    raise DDPMError(f"{candidate}, line {number}: expected 'NAME.jpg 0|1|2'")
+                    raise DDPMError(
+                        f"{printable(candidate)}, line {number}: expected 'NAME.jpg 0|1|2'"
+                    )
                 entries[fields[0]] = fields[1]
             return entries
     return None
@@ -63,16 +66,15 @@ def load_celeba64(data_dir: str | None, split: Split, *, image_size: int = 64) -
     folder = root / "img_align_celeba"
     paths = list_images(folder)
     if not paths:
-        raise DDPMError(f"no images in {folder}")
+        raise DDPMError(f"no images in {printable(folder)}")
     partition = read_partition(root)
     if partition is None:
         paths = split_files(folder, paths, split)
     else:
         paths = [p for p in paths if partition.get(p.name) == PARTITION[split]]
         if not paths:
-            raise DDPMError(f"no file of {folder} is listed in the {split} partition")
+            raise DDPMError(f"no file of {printable(folder)} is listed in the {split} partition")
     images, kept = decode_images(paths, preprocess=crop_and_resize(image_size), channels=3,
-                                 size=image_size, recipe={"dataset": "celeba", "crop": CROP})  # fmt: skip
-    if not len(kept):
-        raise DDPMError(f"none of the {len(paths)} files in {folder} ({split}) is a readable image")
+                                 size=image_size, recipe={"dataset": "celeba", "crop": CROP},
+                                 where=f"{printable(folder)} ({split})")  # fmt: skip
     return ImageData(images=torch.from_numpy(images), labels=None, num_classes=0, name="celeba64")

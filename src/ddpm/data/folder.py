@@ -8,6 +8,7 @@ stays put when files are added.
 
 from __future__ import annotations
 
+import os
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from ..errors import DDPMError
+from ..safe_text import printable
 from .dataset import ImageData, Split
 from .images import decode_images, list_images
 
@@ -25,7 +27,8 @@ TEST_FRACTION = 20  # 1 in 20 files is in the test split
 
 
 def in_test_split(relative: str) -> bool:
-    return zlib.crc32(relative.encode()) % TEST_FRACTION == 0
+    # fsencode: a name that is not UTF-8 hashes as its own bytes instead of raising
+    return zlib.crc32(os.fsencode(relative)) % TEST_FRACTION == 0
 
 
 def resize_center_crop(size: int) -> Callable[[Image.Image], Image.Image]:
@@ -41,7 +44,9 @@ def split_files(root: Path, paths: list[Path], split: Split) -> list[Path]:
         p for p in paths if in_test_split(p.relative_to(root).as_posix()) == (split == "test")
     ]
     if not chosen:
-        raise DDPMError(f"the {split} split of {root} is empty ({len(paths)} images in all)")
+        raise DDPMError(
+            f"the {split} split of {printable(root)} is empty ({len(paths)} images in all)"
+        )
     return chosen
 
 
@@ -51,14 +56,11 @@ def load_folder(root: str | None, split: Split, *, image_size: int, channels: in
     root_path = Path(root)
     paths = list_images(root_path)
     if not paths:
-        raise DDPMError(f"no images (png, jpg, jpeg, webp, bmp) in {root_path}")
+        raise DDPMError(f"no images (png, jpg, jpeg, webp, bmp) in {printable(root_path)}")
     paths = split_files(root_path, paths, split)
     images, kept = decode_images(paths, preprocess=resize_center_crop(image_size), channels=channels,
-                                 size=image_size, recipe={"dataset": "folder"})  # fmt: skip
-    if not len(kept):
-        raise DDPMError(
-            f"none of the {len(paths)} files in {root_path} ({split}) is a readable image"
-        )
+                                 size=image_size, recipe={"dataset": "folder"},
+                                 where=f"{printable(root_path)} ({split})")  # fmt: skip
     parts = [paths[i].relative_to(root_path).parts for i in kept]
     labels, num_classes = None, 0
     if all(len(p) > 1 for p in parts):

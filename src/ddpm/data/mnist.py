@@ -12,12 +12,15 @@ from pathlib import Path
 import torch
 
 from ..errors import DDPMError
+from ..safe_text import printable
 from .cache import cache_dir
 from .dataset import ImageData, Split
-from .idx import read_idx
+from .idx import idx_shape, read_idx, shown_shape
 
 FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}  # fmt: skip
+COUNTS = {"train": 60000, "test": 10000}  # images in the official files of both data sets
+SIDE = 28
 SOURCES = {
     "mnist": {"torchvision": "MNIST", "system": [], "howto": "download the four IDX files from "
               "the MNIST page, or pass --set data.download=true where the network is reachable"},
@@ -66,6 +69,22 @@ def _download(name: str) -> None:
         raise DDPMError(f"could not download {name} ({str(error).splitlines()[0][:120]})") from None
 
 
+def check_shapes(name: str, split: Split, images: Path, labels: Path) -> tuple[tuple, tuple]:
+    """The shapes the two headers declare, refused unless they are [N, 28, 28] and [N] with
+    1 <= N <= the official count: checked before any data is read or memory allocated."""
+    image_shape, label_shape = idx_shape(images), idx_shape(labels)
+    count = COUNTS[split]
+    if len(image_shape) != 3 or image_shape[1:] != (SIDE, SIDE) or not 1 <= image_shape[0] <= count:
+        raise DDPMError(f"{printable(images)} declares {shown_shape(image_shape)}; {name} {split} "
+                        f"images are [N, {SIDE}, {SIDE}] with 1 <= N <= {count:,}")  # fmt: skip
+    if label_shape != image_shape[:1]:
+        raise DDPMError(
+            f"{printable(images)} and {printable(labels)} do not form an image/label pair "
+            f"(shapes {shown_shape(image_shape)} and {shown_shape(label_shape)})"
+        )
+    return image_shape, label_shape
+
+
 def load_mnist_like(name: str, split: Split, data_dir: str | None, download: bool) -> ImageData:
     """images uint8 [N, 1, 28, 28] and labels int64 [N] of MNIST or Fashion-MNIST."""
     found = locate(name, split, data_dir)
@@ -73,14 +92,13 @@ def load_mnist_like(name: str, split: Split, data_dir: str | None, download: boo
         _download(name)
         found = locate(name, split, data_dir)
     if found is None:
-        looked = ", ".join(str(p) for p in candidate_folders(name, data_dir))
+        looked = ", ".join(printable(p) for p in candidate_folders(name, data_dir))
         raise DDPMError(f"{name} {split} files ({FILES[split][0]}[.gz]) not found in: {looked}; "
                         f"{SOURCES[name]['howto']}")  # fmt: skip
-    images, labels = read_idx(found[0]), read_idx(found[1])
-    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise DDPMError(f"{found[0]} and {found[1]} do not form an image/label pair "
-                        f"(shapes {images.shape} and {labels.shape})")  # fmt: skip
-    if labels.size and labels.max() > 9:
-        raise DDPMError(f"{found[1]} holds labels above 9")
-    return ImageData(images=torch.from_numpy(images.copy())[:, None],
+    image_shape, label_shape = check_shapes(name, split, *found)
+    images = read_idx(found[0], shape=image_shape)
+    labels = read_idx(found[1], shape=label_shape)
+    if labels.max() > 9:
+        raise DDPMError(f"{printable(found[1])} holds labels above 9")
+    return ImageData(images=torch.from_numpy(images)[:, None],
                      labels=torch.from_numpy(labels.astype("int64")), num_classes=10, name=name)  # fmt: skip
