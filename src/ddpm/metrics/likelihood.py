@@ -6,11 +6,14 @@
     L_0     = -log p(x0 | x_1), the discretised Gaussian decoder       (Eq. 13)
 
 With 0-based steps, step k = 0 is the decoder term and k = 1..T-1 are KL terms. The reverse
-variance is the run's choice (diffusion.variance): beta~_k or beta_k; the decoder uses beta~_1
-for beta~ (beta~_0 is zero), as Nichol & Dhariwal 2021 do. With learned_range it is the network's
-own exp(v log beta_k + (1 - v) log beta~_k) (ddpm.learned_variance, the same clip at k = 0), for
-the KL terms and the decoder alike. The bound is reported in bits per
-dimension: nats / (C H W ln 2). The x0 estimate is clipped to [-1, 1] when the run clips.
+variance is the run's choice (diffusion.variance): beta~_k or beta_k; the decoder's variance is
+beta~_1 = beta_1 (1 - ab_0) / (1 - ab_1), the first nonzero posterior variance, in both modes, as
+in Ho et al.'s reference code (diffusion_utils_2.py, p_mean_variance: 'fixedsmall' clips log beta~
+with it, and 'fixedlarge' uses log(append(posterior_variance[1], betas[1:])), "to get a better
+decoder log likelihood"); beta~_0 is zero. With learned_range it is the network's own
+exp(v log beta_k + (1 - v) log beta~_k) (ddpm.learned_variance, the same clip at k = 0), for the
+KL terms and the decoder alike. The bound is reported in bits per dimension: nats / (C H W ln 2).
+The x0 estimate is clipped to [-1, 1] when the run clips.
 
 `num_timesteps` < T estimates the sum over k = 1..T-1 by stratified sampling: the steps are cut
 into that many equal strata and each image draws one step per stratum, weighted by the stratum's
@@ -57,17 +60,16 @@ class BitsPerDim:
 
 def reverse_variances(schedule: Schedule, variance: str) -> torch.Tensor:
     """sigma_k^2 [T] float64 of p(x_{k-1} | x_k) for a fixed variance ("beta_tilde" or "beta");
-    entry 0 is the decoder's variance."""
+    entry 0 is the decoder's variance, beta~_1 in both modes (see the module docstring)."""
     if variance not in ("beta_tilde", "beta"):
         raise ValueError(f"{variance!r} is not a fixed variance (beta_tilde, beta)")
     betas = schedule.betas.double()
-    if variance == "beta":
-        return betas.clone()
     alpha_bar = schedule.alpha_bar.double()
     previous = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar[:-1]])
     beta_tilde = (1 - previous) / (1 - alpha_bar) * betas
-    beta_tilde[0] = beta_tilde[1]
-    return beta_tilde
+    sigma2 = betas.clone() if variance == "beta" else beta_tilde
+    sigma2[0] = beta_tilde[1]  # beta~_0 is 0 and beta_0 would be a worse decoder (Ho et al.)
+    return sigma2
 
 
 def vlb_term(
