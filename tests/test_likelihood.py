@@ -109,7 +109,13 @@ def test_zero_noise_model_matches_closed_form_bound(variance):
     pixels = np.array([0, 64, 200, 255])
     images = torch.tensor(pixels, dtype=torch.uint8).view(1, 1, 2, 2).repeat(3000, 1, 1, 1)
     result = bits_per_dim(
-        ZeroNoise(), schedule_of(betas), images, variance=variance, clip=False, batch_size=1000
+        ZeroNoise(),
+        schedule_of(betas),
+        images,
+        prediction="eps",
+        variance=variance,
+        clip=False,
+        batch_size=1000,
     )
     expected = _zero_noise_expected_bpd(betas, variance, pixels / 127.5 - 1)
     assert result.exhaustive and result.num_timesteps == 40
@@ -122,9 +128,13 @@ def test_stratified_estimate_agrees_with_the_full_sum_and_repeats():
     schedule = schedule_of(linear_betas(200))
     images = torch.randint(0, 256, (400, 1, 2, 2), generator=torch.Generator().manual_seed(1))
     images = images.to(torch.uint8)
-    full = bits_per_dim(ZeroNoise(), schedule, images, clip=False)
-    partial = bits_per_dim(ZeroNoise(), schedule, images, clip=False, num_timesteps=10)
-    again = bits_per_dim(ZeroNoise(), schedule, images, clip=False, num_timesteps=10)
+    full = bits_per_dim(ZeroNoise(), schedule, images, prediction="eps", clip=False)
+    partial = bits_per_dim(
+        ZeroNoise(), schedule, images, prediction="eps", clip=False, num_timesteps=10
+    )
+    again = bits_per_dim(
+        ZeroNoise(), schedule, images, prediction="eps", clip=False, num_timesteps=10
+    )
     assert not partial.exhaustive and partial.num_timesteps == 11
     assert partial.mean == again.mean  # fixed seed: repeatable to the last digit
     bound = 4 * math.hypot(full.std_error, partial.std_error)
@@ -148,8 +158,8 @@ def test_a_better_denoiser_has_a_lower_bound():
     image = torch.tensor([0, 100, 180, 255], dtype=torch.uint8).view(1, 1, 2, 2)
     images = image.repeat(64, 1, 1, 1)
     x0 = image.float() / 127.5 - 1
-    oracle = bits_per_dim(Oracle(x0, schedule.alpha_bar), schedule, images)
-    zero = bits_per_dim(ZeroNoise(), schedule, images)
+    oracle = bits_per_dim(Oracle(x0, schedule.alpha_bar), schedule, images, prediction="eps")
+    zero = bits_per_dim(ZeroNoise(), schedule, images, prediction="eps")
     assert 0 < oracle.mean < zero.mean / 3
 
 

@@ -148,12 +148,10 @@ def _bpd_row(args: argparse.Namespace, run, reference, ref_label: str):
     T = run.schedule.num_timesteps
     per_image = T if args.bpd_timesteps is None else min(args.bpd_timesteps, T - 1) + 1
     started = time.perf_counter()
-    d = run.config.diffusion
     with _progress(len(images) * per_image, "bits/dim", args.quiet) as bar:
         result = bits_per_dim(
-            run.net, run.schedule, images, prediction=d.prediction, variance=d.variance,
-            clip=d.clip_denoised, num_timesteps=args.bpd_timesteps, batch_size=args.batch_size or 256,
-            precision=args.precision or "fp32", sigma_data=d.sigma_data, progress=bar.update,
+            run, images, num_timesteps=args.bpd_timesteps, batch_size=args.batch_size or 256,
+            precision=args.precision or "fp32", progress=bar.update,
         )  # fmt: skip
     how = (
         f"all {T} terms"
