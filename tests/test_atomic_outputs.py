@@ -246,3 +246,17 @@ def test_a_full_cache_disk_is_one_error_line(tiny_fs, tmp_path):
     assert result.returncode == 2 and len(err.splitlines()) == 1, (result.returncode, err)
     assert "could not write" in err and "No space left on device" in err and "XDG_CACHE_HOME" in err
     assert not [p for p in disk.rglob("*") if p.is_file() and p.name != "filler"]
+
+
+# Guards: a metrics.csv of an older version is rewritten with the new columns; on a full disk that
+# must leave the old file as it was, not a torn or emptied one.
+def test_a_full_disk_while_adding_columns_keeps_the_older_metrics_file(tiny_fs):
+    disk = tiny_fs(512)
+    target = disk / "metrics.csv"
+    target.write_text("metric,value,n\nfid,1.5,100\n")
+    before = files_on(disk)
+    fill(disk)
+    with pytest.raises(DDPMError) as caught:
+        write_rows(eval_rows(200), target)
+    assert_one_line(caught.value, target)
+    assert files_on(disk) == before

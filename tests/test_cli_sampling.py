@@ -98,8 +98,8 @@ def test_guidance_is_the_formula_of_ho_and_salimans(conditional):
     x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     t, labels = torch.tensor([900, 500, 10]), torch.tensor([1, 2, 3])
     # fp32: the formula is checked exactly; bf16 (the "auto" default here) is tested elsewhere
-    guided = make_denoiser(run.net, run.schedule, labels=labels, null_label=10, guidance=2.5,
-                           clip=False, precision="fp32")(x, t)  # fmt: skip
+    guided = make_denoiser(run.net, run.schedule, prediction="eps", labels=labels, null_label=10,
+                           guidance=2.5, clip=False, precision="fp32")(x, t)  # fmt: skip
     ab = run.schedule.alpha_bar[t].float().reshape(-1, 1, 1, 1)
     cond, null = run.net(x, t, labels), run.net(x, t, torch.full_like(labels, 10))
     eps = null + 2.5 * (cond - null)

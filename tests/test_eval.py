@@ -4,6 +4,7 @@ torch-fidelity's own entry point on the same image folders with the same feature
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import numpy as np
@@ -151,11 +152,20 @@ def test_eval_writes_every_metric_with_its_provenance(tiny_run, featnet_file, ca
         fid["sampler"],
         fid["steps"],
     ) == ("ddim", "3")
-    assert fid["samples"].endswith("step6-ddim-3-uniform-n40-seed0-fp32.npz")
+    assert re.search(r"/step6-ddim-3-uniform-n40-seed0-fp32-ema-[0-9a-f]{12}\.npz$", fid["samples"])
     assert (fid["nfe"], fid["n"], fid["seed"], fid["checkpoint_step"]) == ("3", "40", "0", "6")
+    made = ("ema", "spacing", "eta", "guidance", "class_label", "precision", "compile", "device")
+    assert [fid[c] for c in made] == ["True", "uniform", "0.0", "1.0", "", "fp32", "False", "cpu"]
+    assert fid["checkpoint"] == str(tiny_run / "checkpoints" / "step_00000006.safetensors")
     assert fid["reference"] == "digits:test:297"
-    assert float(by_metric["bpd"]["value"]) > 0 and float(by_metric["bpd"]["spread"]) > 0
-    assert by_metric["bpd"]["samples"] == "test split, 5/1000 t"
+    bpd = by_metric["bpd"]
+    assert float(bpd["value"]) > 0 and float(bpd["spread"]) > 0
+    assert bpd["samples"] == "test split, 5/1000 t"
+    assert (bpd["ema"], bpd["precision"], bpd["sampler"], bpd["eta"]) == ("True", "fp32", "", "")
+    assert (by_metric["val-loss"]["ema"], by_metric["val-loss"]["checkpoint"]) == (
+        "True",
+        fid["checkpoint"],
+    )
     # a second eval reads the reference features from the cache, reuses the samples file and
     # reproduces every number, val-loss to the last digit
     assert main(args) == 0
@@ -204,9 +214,11 @@ def test_npz_round_trip_keeps_the_layout(tmp_path):
         ),
     ],
 )
-def test_bad_eval_options_get_one_line(tiny_run, extra, expected, capsys):
-    assert main(["eval", "--run", str(tiny_run), "--quiet", *extra]) == 2
+def test_bad_eval_options_get_one_line(tiny_run, extra, expected, capsys, tmp_path):
+    args = ["eval", "--run", str(tiny_run), "--out", str(tmp_path), "--n", "40", "--quiet"]
+    assert main([*args, *extra]) == 2
     assert expected in one_error_line(capsys)
+    assert not (tmp_path / "samples").exists()  # refused before generating any sample
 
 
 def test_bad_sample_files_get_one_line(tiny_run, featnet_file, tmp_path, capsys):
@@ -257,3 +269,136 @@ def test_sweep_scores_with_fid_in_a_feature_space(tiny_run, featnet_file, tmp_pa
     assert [r["steps"] for r in rows] == ["2", "4"]
     assert all(r["metric"].startswith("FID (featnet:digits-test@") for r in rows)
     assert all(float(r["score"]) >= 0 for r in rows)
+
+
+# --- the sample cache is keyed on everything that makes the samples, and metrics.csv records it
+
+
+@pytest.fixture(scope="module")
+def conditional_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "conditional"
+    args = ["train", "--dataset", "digits", "--out", str(out), "--quiet"]
+    assert main([*args, *sets([*RUN_SETTINGS, "model.num_classes=10"])]) == 0
+    return out
+
+
+CHEAP_EVAL = ["--sampler", "ddim", "--steps", "2", "--n", "12", "--metrics", "fid", "--quiet"]
+
+# (option, the column it shows in and its value there); each must make new samples
+VARIANTS = [
+    (["--no-ema"], "ema", "False"),
+    (["--eta", "0.5"], "eta", "0.5"),
+    (["--spacing", "quadratic"], "spacing", "quadratic"),
+    (["--precision", "bf16"], "precision", "bf16"),
+    (["--seed", "1"], "seed", "1"),
+    (["--steps", "3"], "steps", "3"),
+    (["--n", "13"], "n", "13"),
+    (["--class", "4"], "class_label", "4"),
+    (["--class", "3", "--guidance", "2"], "guidance", "2.0"),
+]
+
+
+@pytest.mark.parametrize("variant, column, value", VARIANTS, ids=lambda v: str(v))
+def test_eval_generates_new_samples_for_every_generation_option(
+    conditional_run, featnet_file, tmp_path, capsys, variant, column, value
+):
+    base = ["eval", "--run", str(conditional_run), "--features", str(featnet_file)]
+    base += ["--out", str(tmp_path), "--precision", "fp32", *CHEAP_EVAL]
+    first = ["--class", "3"] if "--guidance" in variant else []
+    assert main([*base, *first]) == 0
+    assert main([*base, *variant]) == 0  # later options win over the base's
+    out = capsys.readouterr().out
+    assert "samples: reusing" not in out and out.count("generated in") == 2
+    assert ("(raw weights)" in out) == (column == "ema")  # the table says so too
+    rows = read_rows(tmp_path / "metrics.csv")
+    assert [r["metric"] for r in rows] == ["fid", "fid"] and rows[1][column] == value
+    assert rows[0][column] != value and rows[0]["samples"] != rows[1]["samples"]
+    first_images, second_images = (load_samples(r["samples"]) for r in rows)
+    if column != "n":  # the images differ too (the old cache handed back the first set)
+        assert not torch.equal(first_images, second_images)
+    assert main([*base, *variant]) == 0  # the same options again: the file is reused
+    assert "samples: reusing" in capsys.readouterr().out
+
+
+def test_two_runs_scored_into_one_folder_do_not_share_samples(featnet_file, tmp_path, capsys):
+    """Same settings and step, other weights (another training seed), one --out folder."""
+    for seed in (0, 7):
+        run = tmp_path / f"run{seed}"
+        train = ["train", "--dataset", "digits", "--out", str(run), "--quiet"]
+        assert main([*train, *sets([*RUN_SETTINGS, f"train.seed={seed}"])]) == 0
+        args = ["eval", "--run", str(run), "--features", str(featnet_file)]
+        assert main([*args, "--out", str(tmp_path / "eval"), *CHEAP_EVAL]) == 0
+    assert "samples: reusing" not in capsys.readouterr().out
+    rows = read_rows(tmp_path / "eval" / "metrics.csv")
+    assert rows[0]["samples"] != rows[1]["samples"]
+    assert [Path(r["checkpoint"]).parent.parent.name for r in rows] == ["run0", "run7"]
+
+
+OLD_COLUMNS = [
+    "metric", "value", "spread", "feature_space", "samples", "sampler", "steps", "nfe", "n",
+    "reference", "seed", "checkpoint_step", "time",
+]  # fmt: skip
+
+
+def test_an_older_metrics_csv_gets_the_new_columns_and_keeps_its_rows(
+    tiny_run, featnet_file, tmp_path, caplog
+):
+    old_rows = [
+        ["fid", "12.5", "", "inception-v3", "a.npz", "ddim", "50", "50", "100", "x:test:10", "0",
+         "500", "2024-01-01T00:00:00+00:00", "kept"],
+        ["bpd", "3.25", "0.01", "-", "test split", "", "", "", "8", "x:test:10", "", "500",
+         "2024-01-02T00:00:00+00:00", ""],
+    ]  # fmt: skip
+    path = tmp_path / "metrics.csv"
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows([[*OLD_COLUMNS, "note"], *old_rows])  # "note": the user's own
+    args = ["eval", "--run", str(tiny_run), "--features", str(featnet_file), "--out", str(tmp_path)]
+    assert main([*args, *CHEAP_EVAL]) == 0
+    assert "adding the columns ema, spacing, eta" in caplog.text
+    caplog.clear()
+    with path.open(newline="") as f:
+        header, *rows = list(csv.reader(f))
+    assert header[: len(OLD_COLUMNS) - 1] == OLD_COLUMNS[:-1] and header[-1] == "note"
+    assert {"ema", "eta", "guidance", "class_label", "precision", "checkpoint"} <= set(header)
+    as_dicts = [dict(zip(header, row)) for row in rows]
+    for old, new in zip(old_rows, as_dicts):
+        assert [new[c] for c in [*OLD_COLUMNS, "note"]] == old
+        assert new["ema"] == new["eta"] == new["precision"] == ""  # unknown for old rows
+    assert len(rows) == 3 and as_dicts[2]["ema"] == "True" and as_dicts[2]["note"] == ""
+    assert main([*args, *CHEAP_EVAL, "--no-ema"]) == 0  # now an ordinary append
+    assert "adding the columns" not in caplog.text
+    assert [r["ema"] for r in read_rows(path)] == ["", "", "True", "False"]
+
+
+def test_a_metrics_csv_that_is_not_ours_is_refused_before_any_work(
+    tiny_run, featnet_file, tmp_path, capsys
+):
+    (tmp_path / "metrics.csv").write_text("name,score\nmine,1\n")
+    args = ["eval", "--run", str(tiny_run), "--features", str(featnet_file), "--out", str(tmp_path)]
+    assert main([*args, *CHEAP_EVAL]) == 2
+    assert "is not a metrics.csv of ddpm eval" in one_error_line(capsys)
+    assert not (tmp_path / "samples").exists()
+    assert (tmp_path / "metrics.csv").read_text() == "name,score\nmine,1\n"
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["--eta", "2"], "--eta must be in [0, 1]"),
+        (["--sampler", "heun", "--eta", "0.5"], "--eta applies to the ddim sampler only"),
+        (["--class", "3"], "--class needs a class-conditional model"),
+        (["--guidance", "2"], "--guidance needs --class"),
+    ],
+)
+def test_bad_generation_options_fail_before_sampling(tiny_run, tmp_path, capsys, extra, expected):
+    args = ["eval", "--run", str(tiny_run), "--out", str(tmp_path), *CHEAP_EVAL, *extra]
+    assert main(args) == 2
+    assert expected in one_error_line(capsys)
+    assert not (tmp_path / "samples").exists()
+
+
+def test_generation_options_do_not_apply_to_a_samples_file(tmp_path, capsys):
+    samples = save_npz(torch.zeros(4, 1, 8, 8, dtype=torch.uint8), tmp_path / "s.npz")
+    args = ["eval", "--dataset", "digits", "--samples", str(samples), "--out", str(tmp_path)]
+    assert main([*args, "--eta", "0.5"]) == 2
+    assert "not with --samples" in one_error_line(capsys)

@@ -260,11 +260,23 @@ class ZeroNoise(torch.nn.Module):
 def test_bits_per_dim_uses_the_learned_variance(raw_v, fixed, generator):
     schedule = Schedule(betas=BETAS[:20], alpha_bar=ALPHA_BAR[:20])
     images = torch.randint(0, 256, (6, 1, 2, 2), generator=generator, dtype=torch.uint8)
-    learned = bits_per_dim(ZeroNoise(raw_v), schedule, images, variance="learned_range", clip=False)
-    reference = bits_per_dim(ZeroNoise(None), schedule, images, variance=fixed, clip=False)
-    assert learned.mean == pytest.approx(reference.mean, rel=1e-9)
-    assert learned.decoder == pytest.approx(reference.decoder, rel=1e-9)
+    learned = bits_per_dim(
+        ZeroNoise(raw_v), schedule, images, prediction="eps", variance="learned_range", clip=False
+    )
+    reference = bits_per_dim(
+        ZeroNoise(None), schedule, images, prediction="eps", variance=fixed, clip=False
+    )
     assert learned.kl_terms == pytest.approx(reference.kl_terms, rel=1e-9)
+    assert learned.prior == pytest.approx(reference.prior, rel=1e-9)
+    if fixed == "beta_tilde":
+        assert learned.mean == pytest.approx(reference.mean, rel=1e-9)
+        assert learned.decoder == pytest.approx(reference.decoder, rel=1e-9)
+    else:  # at k = 0, v = 1 is beta_0 (improved-diffusion's max_log = log beta_t), where Ho et
+        # al.'s fixedlarge decoder takes beta~_1: only the decoder terms differ
+        assert learned.decoder != pytest.approx(reference.decoder, rel=1e-3)
+        assert learned.mean - learned.decoder == pytest.approx(
+            reference.mean - reference.decoder, rel=1e-9
+        )
 
 
 def test_hybrid_and_learned_range_go_together():

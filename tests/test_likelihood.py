@@ -73,13 +73,14 @@ def _zero_noise_expected_bpd(betas: torch.Tensor, variance: str, pixels: np.ndar
     x0_hat - x0 = sqrt((1 - ab_k) / ab_k) eps, so E[KL] per dimension is
     0.5 (log(s2 / bt) + bt / s2 - 1) + beta_k^2 / (2 s2 alpha_k (1 - ab_k)).
     Step 0: the decoder mean is x0 + sqrt(beta_0 / (1 - beta_0)) eps; its expected NLL is an
-    integral over eps, done by Gauss-Hermite quadrature.
+    integral over eps, done by Gauss-Hermite quadrature; its variance is beta~_1 in both modes.
     """
     b = betas.double().numpy()
     ab = np.cumprod(1 - b)
     ab_prev = np.concatenate([[1.0], ab[:-1]])
     bt = (1 - ab_prev) / (1 - ab) * b  # beta~
-    s2 = b.copy() if variance == "beta" else np.concatenate([[bt[1]], bt[1:]])
+    s2 = b.copy() if variance == "beta" else bt.copy()
+    s2[0] = bt[1]  # the decoder: Ho et al.'s posterior_variance[1] in both modes
     k = np.arange(1, len(b))
     kl = 0.5 * (np.log(s2[k] / bt[k]) + bt[k] / s2[k] - 1)
     kl += b[k] ** 2 / (2 * s2[k] * (1 - b[k]) * (1 - ab[k]))
@@ -108,7 +109,13 @@ def test_zero_noise_model_matches_closed_form_bound(variance):
     pixels = np.array([0, 64, 200, 255])
     images = torch.tensor(pixels, dtype=torch.uint8).view(1, 1, 2, 2).repeat(3000, 1, 1, 1)
     result = bits_per_dim(
-        ZeroNoise(), schedule_of(betas), images, variance=variance, clip=False, batch_size=1000
+        ZeroNoise(),
+        schedule_of(betas),
+        images,
+        prediction="eps",
+        variance=variance,
+        clip=False,
+        batch_size=1000,
     )
     expected = _zero_noise_expected_bpd(betas, variance, pixels / 127.5 - 1)
     assert result.exhaustive and result.num_timesteps == 40
@@ -121,9 +128,13 @@ def test_stratified_estimate_agrees_with_the_full_sum_and_repeats():
     schedule = schedule_of(linear_betas(200))
     images = torch.randint(0, 256, (400, 1, 2, 2), generator=torch.Generator().manual_seed(1))
     images = images.to(torch.uint8)
-    full = bits_per_dim(ZeroNoise(), schedule, images, clip=False)
-    partial = bits_per_dim(ZeroNoise(), schedule, images, clip=False, num_timesteps=10)
-    again = bits_per_dim(ZeroNoise(), schedule, images, clip=False, num_timesteps=10)
+    full = bits_per_dim(ZeroNoise(), schedule, images, prediction="eps", clip=False)
+    partial = bits_per_dim(
+        ZeroNoise(), schedule, images, prediction="eps", clip=False, num_timesteps=10
+    )
+    again = bits_per_dim(
+        ZeroNoise(), schedule, images, prediction="eps", clip=False, num_timesteps=10
+    )
     assert not partial.exhaustive and partial.num_timesteps == 11
     assert partial.mean == again.mean  # fixed seed: repeatable to the last digit
     bound = 4 * math.hypot(full.std_error, partial.std_error)
@@ -147,6 +158,40 @@ def test_a_better_denoiser_has_a_lower_bound():
     image = torch.tensor([0, 100, 180, 255], dtype=torch.uint8).view(1, 1, 2, 2)
     images = image.repeat(64, 1, 1, 1)
     x0 = image.float() / 127.5 - 1
-    oracle = bits_per_dim(Oracle(x0, schedule.alpha_bar), schedule, images)
-    zero = bits_per_dim(ZeroNoise(), schedule, images)
+    oracle = bits_per_dim(Oracle(x0, schedule.alpha_bar), schedule, images, prediction="eps")
+    zero = bits_per_dim(ZeroNoise(), schedule, images, prediction="eps")
     assert 0 < oracle.mean < zero.mean / 3
+
+
+class KnowsX0(ZeroNoise):
+    """An x0-predicting network that returns the one training image: the decoder's mean is then
+    x0 exactly (the posterior mean at step 0 is x0_hat), so L_0 has a closed form."""
+
+    def __init__(self, x0: torch.Tensor) -> None:
+        super().__init__()
+        self.x0 = x0
+
+    def forward(self, x, t, y=None):
+        return self.x0.expand_as(x)
+
+
+@pytest.mark.parametrize("variance", ["beta_tilde", "beta"])
+def test_decoder_std_is_the_first_nonzero_posterior_std_in_both_fixed_modes(variance):
+    """Ho et al.'s reference code (diffusion_utils_2.py, p_mean_variance) gives the decoder
+    log(posterior_variance[1]) for 'fixedsmall' and 'fixedlarge' alike, with
+    posterior_variance[1] = beta_1 (1 - abar_0) / (1 - abar_1): L_0 = -log of the N(x0, that)
+    mass over x0's bin, an edge bin reaching to infinity."""
+    betas = np.linspace(1e-4, 0.02, 1000)[:20]  # Ho et al.'s first 20 betas
+    abar = np.cumprod(1 - betas)
+    std = math.sqrt(betas[1] * (1 - abar[0]) / (1 - abar[1]))
+    pixels = np.array([0, 1, 128, 254, 255])
+    half = norm.cdf(1 / 255, 0, std) - 0.5  # N(0, std) mass in [0, 1/255]
+    nats = [-math.log(0.5 + half if p in (0, 255) else 2 * half) for p in pixels]
+    expected = sum(nats) / (len(pixels) * math.log(2))
+    image = torch.tensor(pixels, dtype=torch.uint8).view(1, 1, 1, 5)
+    schedule = schedule_of(torch.tensor(betas))
+    result = bits_per_dim(
+        KnowsX0(image.double() / 127.5 - 1), schedule, image, prediction="x0",
+        variance=variance, clip=False, num_timesteps=1,
+    )  # fmt: skip
+    assert result.decoder == pytest.approx(expected, rel=1e-9)

@@ -42,7 +42,7 @@ def random_net(seed: int = 0) -> torch.nn.Module:
 def ddim(net: torch.nn.Module, precision: str, **kwargs) -> torch.Tensor:
     schedule = build_schedule(CONFIG)
     x_T = torch.randn(6, 3, 8, 8, generator=torch.Generator().manual_seed(1))
-    denoiser = make_denoiser(net, schedule, precision=precision, **kwargs)
+    denoiser = make_denoiser(net, schedule, prediction="eps", precision=precision, **kwargs)
     with torch.inference_mode():
         return sample_ddim(denoiser, x_T, schedule, sampling_timesteps(schedule, 10, "uniform"))
 
@@ -135,7 +135,7 @@ def test_sampler_callbacks_receive_copies_of_x_t_and_x_T_is_untouched(name):
     schedule, kept = build_schedule(CONFIG), []
     x_T = torch.randn(2, 3, 8, 8)
     original = x_T.clone()
-    denoiser = make_denoiser(random_net(), schedule, precision="fp32")
+    denoiser = make_denoiser(random_net(), schedule, prediction="eps", precision="fp32")
     timesteps = sampling_timesteps(schedule, 4, "uniform")
     with torch.inference_mode():
         SAMPLERS[name](
@@ -172,7 +172,7 @@ def test_float64_and_channels_last_noise_give_the_float32_contiguous_samples(nam
     samples, stochastic ones draw float64 noise) and a channels_last x_T gives the samples of the
     contiguous one: stochastic samplers draw their noise in the same order whatever the layout."""
     schedule = build_schedule(CONFIG)
-    denoiser = make_denoiser(random_net(), schedule, precision="fp32")
+    denoiser = make_denoiser(random_net(), schedule, prediction="eps", precision="fp32")
     timesteps = sampling_timesteps(schedule, 4, "uniform")
     x_T = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(2))
 

@@ -14,7 +14,7 @@ from .config import (
 from .denoiser import make_denoiser, make_variance_denoiser
 from .devices import resolve_device
 from .errors import DDPMError
-from .generate import generate, initial_noise, load_run, slerp, to_uint8
+from .generate import LoadedRun, generate, initial_noise, load_run, slerp, to_uint8
 from .models import UNet, build_unet
 from .samplers import (
     SAMPLERS,
@@ -41,6 +41,7 @@ __all__ = [
     "DDPMError",
     "DataConfig",
     "DiffusionConfig",
+    "LoadedRun",
     "RunConfig",
     "SAMPLERS",
     "SampleConfig",

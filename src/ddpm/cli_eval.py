@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from .cli_sampling import add_network_options
+from .cli_sampling import add_guidance_options, add_network_options
 from .config import DataConfig, load_preset, preset_names
 from .data import DATASETS
 from .errors import DDPMError
@@ -25,32 +25,58 @@ def _data_config(dataset: str, data_dir: str | None, image_size: int | None, cha
     return DataConfig(**{**base.__dict__, **{k: v for k, v in changes.items() if v is not None}})
 
 
-def _generated_samples(args: argparse.Namespace, run, out_dir: Path):
-    """Generate args.n samples (or reuse the file an identical earlier eval wrote) -> (uint8
-    images [N, C, H, W], the .npz they are in)."""
-    from .generate import generate, resolve_spacing, to_uint8
-    from .metrics.sample_files import load_samples, save_npz
-    from .precision import resolve_precision
+def _generation_key(args: argparse.Namespace, run):
+    """The cache key of the samples these options make (ddpm.eval_samples); refuses bad
+    --eta/--class/--guidance before any work."""
+    from .eval_samples import generation_key
 
-    spacing = resolve_spacing(args.sampler, run.config, args.spacing)
-    device = next(run.net.parameters()).device
-    precision = resolve_precision(args.precision or run.config.sample.precision, device)
-    name = (f"step{run.step}-{args.sampler}-{args.steps}-{spacing}-n{args.n}-seed{args.seed}"
-            f"-{precision}.npz")  # fmt: skip
-    path = out_dir / "samples" / name
+    return generation_key(
+        run, sampler=args.sampler, steps=args.steps, spacing=args.spacing, eta=args.eta,
+        guidance=args.guidance, class_label=args.class_label, precision=args.precision,
+        compile=args.compile, seed=args.seed, n=args.n,
+    )  # fmt: skip
+
+
+def _generated_samples(args: argparse.Namespace, run, key, out_dir: Path):
+    """Generate the samples `key` describes (or reuse the file an eval with the same key wrote)
+    -> (uint8 images [N, C, H, W], the .npz they are in)."""
+    from .cli_sampling import class_labels
+    from .generate import generate, to_uint8
+    from .metrics.sample_files import load_samples, save_npz
+
+    path = out_dir / "samples" / key.file_name()
     if path.is_file():
         print(f"samples: reusing {path}")
         return load_samples(path), path
     started = time.perf_counter()
     images = generate(
-        run.net, run.schedule, run.config, n=args.n, seed=args.seed, sampler=args.sampler,
-        steps=args.steps, spacing=spacing, batch_size=args.batch_size, precision=precision,
-        compile=args.compile, progress=not args.quiet,
+        run.net, run.schedule, run.config, n=key.n, seed=key.seed, sampler=key.sampler,
+        steps=key.steps, eta=key.eta, spacing=key.spacing, batch_size=args.batch_size,
+        labels=class_labels(key.class_label, key.n), guidance=key.guidance,
+        precision=key.precision, compile=key.compile, progress=not args.quiet,
     )  # fmt: skip
     images = to_uint8(images)
     save_npz(images, path)
-    print(f"samples: {args.n} generated in {time.perf_counter() - started:.0f} s -> {path}")
+    print(f"samples: {key.n} generated in {time.perf_counter() - started:.0f} s -> {path}")
     return images, path
+
+
+def _network_columns(run, precision: str) -> dict:
+    """metrics.csv's columns for a number computed with the run's network."""
+    device = next(run.net.parameters()).device.type
+    checkpoint = str(run.checkpoint) if run.checkpoint else None
+    return dict(ema=run.use_ema, precision=precision, device=device, checkpoint=checkpoint)
+
+
+def _sample_columns(run, key) -> dict:
+    """metrics.csv's columns for the run's own samples: every part of their key."""
+    from .samplers import num_function_evals
+
+    return _network_columns(run, key.precision) | dict(
+        sampler=key.sampler, steps=key.steps, nfe=num_function_evals(key.sampler, key.steps),
+        seed=key.seed, spacing=key.spacing, eta=key.eta, guidance=key.guidance,
+        class_label=key.class_label, compile=key.compile,
+    )  # fmt: skip
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -60,13 +86,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         EvalRow,
         format_table,
         parse_metrics,
+        read_metrics,
         reference_set,
         sample_metrics,
         write_rows,
     )  # fmt: skip
     from .generate import load_run
+    from .metrics.extractors import resolve_feature_space
     from .metrics.sample_files import load_samples
-    from .samplers import num_function_evals
 
     metrics = parse_metrics(args.metrics)
     for option in ("n", "bpd_n", "reference_n", "bpd_timesteps", "batch_size"):
@@ -78,7 +105,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise DDPMError("eval needs --run DIR, or --dataset NAME with --samples FILE|DIR")
     if not args.run and any(m in MODEL_METRICS for m in metrics):
         raise DDPMError("bpd and val-loss score a model: give --run DIR")
+    if args.samples and (args.eta, args.class_label, args.guidance) != (None, None, 1.0):
+        raise DDPMError("--eta, --class and --guidance make new samples; not with --samples")
     run = load_run(args.run, use_ema=not args.no_ema, device=device) if args.run else None
+    sample_list = [m for m in metrics if m not in MODEL_METRICS]
+    key = _generation_key(args, run) if sample_list and not args.samples else None
+    if sample_list:  # a missing feature network or weights file: refused before the sampling
+        resolve_feature_space(args.features, inception_weights=args.inception_weights)
     if run is not None:
         data_config = run.config.data
         run_dir = Path(args.run)
@@ -90,51 +123,32 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         data_config = _data_config(args.dataset, args.data_dir, None, None)
         out_dir = Path(args.out or "eval")
+    read_metrics(out_dir / "metrics.csv")  # a file we cannot add to: refused before the work
     reference = reference_set(data_config, args.reference, args.reference_n)
     ref_label = f"{data_config.dataset}:{args.reference}:{len(reference)}"
     step = run.step if run else None
     rows: list[EvalRow] = []
-    sample_list = [m for m in metrics if m not in MODEL_METRICS]
     if sample_list:
-        sampler = steps = nfe = seed = None
-        if args.samples:
+        if key is None:
             samples, source = load_samples(args.samples), args.samples
+            made = dict(sampler=None, steps=None, nfe=None, seed=None)
         else:
-            samples, source = _generated_samples(args, run, out_dir)
-            sampler, steps, seed = args.sampler, args.steps, args.seed
-            nfe = num_function_evals(args.sampler, args.steps)
+            samples, source = _generated_samples(args, run, key, out_dir)
+            made = _sample_columns(run, key)
         values, space = sample_metrics(
             samples, reference, f"{data_config.dataset}-{args.reference}", sample_list,
             features=args.features, inception_weights=args.inception_weights, device=device,
             quiet=args.quiet,
         )  # fmt: skip
-        common = dict(feature_space=space, samples=str(source), sampler=sampler, steps=steps)
-        common |= dict(nfe=nfe, n=len(samples), reference=ref_label, seed=seed)
+        common = dict(feature_space=space, samples=str(source), n=len(samples), reference=ref_label)
         rows += [
-            EvalRow(v.metric, v.value, v.spread, **common, checkpoint_step=step) for v in values
+            EvalRow(v.metric, v.value, v.spread, **common, **made, checkpoint_step=step)
+            for v in values
         ]
     if "bpd" in metrics:
         rows.append(_bpd_row(args, run, reference, ref_label))
     if "val-loss" in metrics:
-        from .train.validation import validation_loss
-
-        loss = validation_loss(run.net, reference, run.config, num_images=len(reference))
-        rows.append(
-            EvalRow(
-                "val-loss",
-                loss,
-                None,
-                feature_space="-",
-                samples=f"{args.reference} split",
-                sampler=None,
-                steps=None,
-                nfe=None,
-                n=len(reference),
-                reference=ref_label,
-                seed=None,
-                checkpoint_step=step,
-            )  # fmt: skip
-        )
+        rows.append(_val_loss_row(args, run, reference, ref_label))
     print(format_table(rows))
     print(f"written to {write_rows(rows, out_dir / 'metrics.csv')}")
     return 0
@@ -143,17 +157,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _bpd_row(args: argparse.Namespace, run, reference, ref_label: str):
     from .evaluate import EvalRow
     from .metrics.likelihood import bits_per_dim
+    from .precision import resolve_precision
 
     images = reference.images[: args.bpd_n]
     T = run.schedule.num_timesteps
     per_image = T if args.bpd_timesteps is None else min(args.bpd_timesteps, T - 1) + 1
     started = time.perf_counter()
-    d = run.config.diffusion
+    precision = args.precision or "fp32"  # a measurement: fp32 unless asked otherwise
     with _progress(len(images) * per_image, "bits/dim", args.quiet) as bar:
         result = bits_per_dim(
-            run.net, run.schedule, images, prediction=d.prediction, variance=d.variance,
-            clip=d.clip_denoised, num_timesteps=args.bpd_timesteps, batch_size=args.batch_size or 256,
-            precision=args.precision or "fp32", sigma_data=d.sigma_data, progress=bar.update,
+            run, images, num_timesteps=args.bpd_timesteps, batch_size=args.batch_size or 256,
+            precision=precision, progress=bar.update,
         )  # fmt: skip
     how = (
         f"all {T} terms"
@@ -166,10 +180,24 @@ def _bpd_row(args: argparse.Namespace, run, reference, ref_label: str):
         f"{result.decoder:.4f}, KL terms {result.kl_terms:.4f} ({time.perf_counter() - started:.0f} s)"
     )
     terms = "" if result.exhaustive else f", {result.num_timesteps}/{T} t"
+    device = next(run.net.parameters()).device
     return EvalRow(
         "bpd", result.mean, result.std_error, feature_space="-",
         samples=f"{args.reference} split{terms}", sampler=None, steps=None, nfe=None,
         n=result.num_images, reference=ref_label, seed=None, checkpoint_step=run.step,
+        **_network_columns(run, resolve_precision(precision, device)),
+    )  # fmt: skip
+
+
+def _val_loss_row(args: argparse.Namespace, run, reference, ref_label: str):
+    from .evaluate import EvalRow
+    from .train.validation import validation_loss
+
+    loss = validation_loss(run.net, reference, run.config, num_images=len(reference))
+    return EvalRow(
+        "val-loss", loss, None, feature_space="-", samples=f"{args.reference} split",
+        sampler=None, steps=None, nfe=None, n=len(reference), reference=ref_label, seed=None,
+        checkpoint_step=run.step, **_network_columns(run, "fp32"),  # validation runs in fp32
     )  # fmt: skip
 
 
@@ -254,6 +282,8 @@ def add_commands(sub: argparse._SubParsersAction, *, device: dict) -> None:
     evaluate.add_argument("--steps", type=int, default=20)
     evaluate.add_argument("--spacing", choices=SPACINGS, default=None)
     evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--eta", type=float, default=None, help="DDIM eta (default: config)")
+    add_guidance_options(evaluate)
     add_network_options(evaluate)
     evaluate.add_argument(
         "--features",

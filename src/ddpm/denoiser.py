@@ -42,7 +42,7 @@ def make_denoiser(
     net: Callable[..., torch.Tensor],
     schedule: Schedule,
     *,
-    prediction: Prediction = "eps",
+    prediction: Prediction,
     clip: bool = True,
     labels: torch.Tensor | None = None,
     null_label: int | None = None,
@@ -53,6 +53,9 @@ def make_denoiser(
 ) -> Denoiser:
     """Wrap `net` into a denoiser.
 
+    prediction: what `net` outputs, "eps", "x0", "v" or "edm" (ddpm.diffusion); required, since a
+        wrong type gives plausible but wrong numbers. A loaded run's own denoiser, with every
+        option from its config, is `LoadedRun.denoiser()` (ddpm.generate).
     clip: clamp x0_hat to [-1, 1] (the data range), as in Ho et al.'s sampler.
     labels: LongTensor [B] of class labels for a class-conditional network, or None.
     guidance: classifier-free guidance scale w (Ho & Salimans 2022): the raw output becomes
@@ -83,7 +86,7 @@ def make_variance_denoiser(
     net: Callable[..., torch.Tensor],
     schedule: Schedule,
     *,
-    prediction: Prediction = "eps",
+    prediction: Prediction,
     clip: bool = True,
     labels: torch.Tensor | None = None,
     null_label: int | None = None,

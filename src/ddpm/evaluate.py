@@ -1,7 +1,12 @@
 """`ddpm eval`: score a run (or a set of samples from any tool) and record every number with where
-it came from: sampler, steps, number of samples, feature space, reference split and seed.
+it came from: sampler, steps, number of samples, feature space, reference split and seed, and for
+a run's own samples everything else that made them (EMA or raw weights, spacing, eta, class,
+guidance, precision, compile, device, checkpoint file).
 
-Rows go to `<run>/eval/metrics.csv` (appended, one row per metric) and are printed as a table.
+Rows go to `<run>/eval/metrics.csv` (appended, one row per metric) and are printed as a table. A
+metrics.csv from an older version, without some of today's columns, is rewritten once with them
+(its rows leave them empty: unknown) and then appended to; columns it has that we do not know are
+kept.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +28,7 @@ from tqdm import tqdm
 from .config import DataConfig
 from .data import ImageData, load_dataset
 from .errors import DDPMError
+from .files import atomic_write
 from .metrics.extractors import resolve_feature_space
 from .metrics.fidelity import (
     SAMPLE_METRICS,
@@ -33,6 +40,7 @@ from .metrics.fidelity import (
 )
 from .metrics.sample_files import match_channels
 
+log = logging.getLogger(__name__)
 MODEL_METRICS = ("bpd", "val-loss")
 METRICS = SAMPLE_METRICS + MODEL_METRICS
 
@@ -53,6 +61,17 @@ class EvalRow:
     reference: str  # e.g. "fashion-mnist:test:10000"
     seed: int | None
     checkpoint_step: int | None
+    # how a run's images were made (empty where it does not apply, e.g. a --samples file);
+    # ema, precision, device and checkpoint also for bpd and val-loss, which score the network
+    ema: bool | None = None  # True: the EMA weights, False: the raw ones
+    spacing: str | None = None
+    eta: float | None = None  # DDIM's
+    guidance: float | None = None
+    class_label: int | None = None
+    precision: str | None = None
+    compile: bool | None = None
+    device: str | None = None
+    checkpoint: str | None = None  # the checkpoint file
     time: str = ""
 
 
@@ -127,23 +146,65 @@ def sample_metrics(
     return values, space.label
 
 
+def read_metrics(path: Path) -> tuple[list[str], list[dict[str, str]]] | None:
+    """An existing metrics.csv's columns and rows; None when there is none (or it is empty).
+    DDPMError when the file is not a readable metrics.csv, so `ddpm eval` can refuse before
+    any work rather than after it."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    try:
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            header = list(reader.fieldnames or [])
+    except (OSError, csv.Error, UnicodeDecodeError) as error:
+        raise DDPMError(f"cannot read {path} ({error}); move it away to write a new one") from None
+    if not {"metric", "value"} <= set(header) or any(None in row for row in rows):
+        raise DDPMError(
+            f"{path} is not a metrics.csv of ddpm eval (columns: {', '.join(header)[:80]}, or a "
+            f"row with more fields); move it away to write a new one"
+        )
+    return header, rows
+
+
 def write_rows(rows: Sequence[EvalRow], path: Path) -> Path:
     """Append rows to metrics.csv, writing the header when the file is new. A failed append (a
-    full disk) is one DDPMError and is cut back off, so the rows written before stay readable."""
+    full disk) is one DDPMError and is cut back off, so the rows written before stay readable.
+    A file with other columns (an older version's) is rewritten atomically with ours first, then
+    its own others; its rows leave our new columns empty."""
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    records = [asdict(row) | {"time": row.time or stamp} for row in rows]
+    records = [{k: "" if v is None else v for k, v in r.items()} for r in records]
+    existing = read_metrics(path)
+    if existing is not None and existing[0] != CSV_FIELDS:
+        header, old_rows = existing
+        fields = CSV_FIELDS + [c for c in header if c not in CSV_FIELDS]
+        new = [c for c in CSV_FIELDS if c not in header]
+        if new:
+            log.warning(
+                "%s: adding the columns %s (empty in its earlier rows)", path, ", ".join(new)
+            )
+        atomic_write(path, _csv_text(fields, [*old_rows, *records], header=True).encode())
+        return path
+    return _append(path, _csv_text(CSV_FIELDS, records, header=existing is None))
+
+
+def _csv_text(fields: list[str], records: list[dict], *, header: bool) -> str:
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=fields, restval="")
+    if header:
+        writer.writeheader()
+    writer.writerows(records)
+    return text.getvalue()
+
+
+def _append(path: Path, text: str) -> Path:
     existed = path.is_file()
     size = path.stat().st_size if existed else 0
-    text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=CSV_FIELDS)
-    if size == 0:
-        writer.writeheader()
-    for row in rows:
-        record = asdict(row) | {"time": row.time or stamp}
-        writer.writerow({k: "" if v is None else v for k, v in record.items()})
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a", newline="") as f:
-            f.write(text.getvalue())
+            f.write(text)
     except OSError as error:
         with contextlib.suppress(OSError):
             if existed:
@@ -168,7 +229,8 @@ def format_table(rows: Sequence[EvalRow]) -> str:
                 f"{r.value:.5g}",
                 spread,
                 r.feature_space,
-                f"{r.sampler}-{r.steps}" if r.sampler else Path(r.samples).name or r.samples,
+                (f"{r.sampler}-{r.steps}" if r.sampler else Path(r.samples).name or r.samples)
+                + (" (raw weights)" if r.ema is False else ""),
                 nfe,
                 str(r.n),
                 r.reference,

@@ -21,12 +21,63 @@ from .samplers import DEFAULT_SPACING, SAMPLERS, StepInfo, num_function_evals
 from .schedules import SPACINGS, Schedule, Spacing, sampling_timesteps
 
 
+def config_denoiser(
+    net: UNet | CompiledNetwork,
+    schedule: Schedule,
+    config: RunConfig,
+    *,
+    null_label: int | None = None,
+    labels: torch.Tensor | None = None,
+    guidance: float = 1.0,
+    precision: str | None = None,
+    with_variance: bool = False,
+) -> Denoiser | VarianceDenoiser:
+    """The denoiser of a network trained with `config`: its prediction type, clipping, EDM's
+    sigma_data and learned variance all come from config.diffusion (see `make_denoiser` for the
+    labels, guidance and precision; precision defaults to config.sample.precision).
+    with_variance: `(x_t, t) -> (x0_hat, v)` for a learned variance (make_variance_denoiser)."""
+    d = config.diffusion
+    kwargs = dict(
+        prediction=d.prediction, clip=d.clip_denoised, labels=labels, null_label=null_label,
+        guidance=guidance, precision=precision or config.sample.precision,
+        sigma_data=d.sigma_data,
+    )  # fmt: skip
+    if with_variance:
+        if d.variance != "learned_range":
+            raise ValueError(
+                f"with_variance needs diffusion.variance=learned_range, not {d.variance}"
+            )
+        return make_variance_denoiser(net, schedule, **kwargs)
+    return make_denoiser(net, schedule, learned_variance=d.variance == "learned_range", **kwargs)
+
+
 @dataclass(frozen=True, eq=False)
 class LoadedRun:
+    """A trained network with the schedule and config it was trained with.
+
+    checkpoint: the file it was loaded from; use_ema: whether `net` holds the EMA weights."""
+
     net: UNet
     schedule: Schedule
     config: RunConfig
     step: int
+    use_ema: bool = True
+    checkpoint: Path | None = None
+
+    def denoiser(
+        self,
+        *,
+        labels: torch.Tensor | None = None,
+        guidance: float = 1.0,
+        precision: str | None = None,
+        with_variance: bool = False,
+    ) -> Denoiser | VarianceDenoiser:
+        """This run's denoiser `(x_t, t) -> x0_hat`, built from its config (prediction type,
+        clipping, sigma_data, learned variance); see `config_denoiser`."""
+        return config_denoiser(
+            self.net, self.schedule, self.config, null_label=self.net.null_label, labels=labels,
+            guidance=guidance, precision=precision, with_variance=with_variance,
+        )  # fmt: skip
 
 
 def model_from_checkpoint(
@@ -44,7 +95,10 @@ def model_from_checkpoint(
             f"checkpoint {checkpoint.path} does not match its model config ({first})"
         ) from None
     net = net.to(device).eval().requires_grad_(False)
-    return LoadedRun(net=net, schedule=build_schedule(config), config=config, step=checkpoint.step)
+    return LoadedRun(
+        net=net, schedule=build_schedule(config), config=config, step=checkpoint.step,
+        use_ema=use_ema, checkpoint=checkpoint.path,
+    )  # fmt: skip
 
 
 def load_run(
@@ -121,16 +175,10 @@ def _counted_denoiser(
 ) -> Denoiser | VarianceDenoiser:
     """The run's denoiser for one batch, advancing the progress bar by one per evaluation;
     with_variance: `(x_t, t) -> (x0_hat, v)` for a sampler that uses a learned variance."""
-    d = config.diffusion
-    kwargs = dict(
-        prediction=d.prediction, clip=d.clip_denoised, labels=labels, null_label=null_label,
-        guidance=guidance, precision=precision, sigma_data=d.sigma_data,
+    denoiser = config_denoiser(
+        net, schedule, config, null_label=null_label, labels=labels, guidance=guidance,
+        precision=precision, with_variance=with_variance,
     )  # fmt: skip
-    if with_variance:
-        denoiser = make_variance_denoiser(net, schedule, **kwargs)
-    else:
-        learned = d.variance == "learned_range"
-        denoiser = make_denoiser(net, schedule, learned_variance=learned, **kwargs)
 
     def counted(x_t: torch.Tensor, t: torch.Tensor):
         bar.update(1)

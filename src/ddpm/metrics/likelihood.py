@@ -6,11 +6,14 @@
     L_0     = -log p(x0 | x_1), the discretised Gaussian decoder       (Eq. 13)
 
 With 0-based steps, step k = 0 is the decoder term and k = 1..T-1 are KL terms. The reverse
-variance is the run's choice (diffusion.variance): beta~_k or beta_k; the decoder uses beta~_1
-for beta~ (beta~_0 is zero), as Nichol & Dhariwal 2021 do. With learned_range it is the network's
-own exp(v log beta_k + (1 - v) log beta~_k) (ddpm.learned_variance, the same clip at k = 0), for
-the KL terms and the decoder alike. The bound is reported in bits per
-dimension: nats / (C H W ln 2). The x0 estimate is clipped to [-1, 1] when the run clips.
+variance is the run's choice (diffusion.variance): beta~_k or beta_k; the decoder's variance is
+beta~_1 = beta_1 (1 - ab_0) / (1 - ab_1), the first nonzero posterior variance, in both modes, as
+in Ho et al.'s reference code (diffusion_utils_2.py, p_mean_variance: 'fixedsmall' clips log beta~
+with it, and 'fixedlarge' uses log(append(posterior_variance[1], betas[1:])), "to get a better
+decoder log likelihood"); beta~_0 is zero. With learned_range it is the network's own
+exp(v log beta_k + (1 - v) log beta~_k) (ddpm.learned_variance, the same clip at k = 0), for the
+KL terms and the decoder alike. The bound is reported in bits per dimension: nats / (C H W ln 2).
+The x0 estimate is clipped to [-1, 1] when the run clips.
 
 `num_timesteps` < T estimates the sum over k = 1..T-1 by stratified sampling: the steps are cut
 into that many equal strata and each image draws one step per stratum, weighted by the stratum's
@@ -20,13 +23,16 @@ spread across images over sqrt(n); it includes the variance of the step sampling
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from ..denoiser import make_denoiser, make_variance_denoiser
+from ..denoiser import Denoiser, VarianceDenoiser, make_denoiser, make_variance_denoiser
 from ..diffusion import (
+    Prediction,
     discretized_gaussian_log_likelihood,
     normal_kl,
     prior_kl,
@@ -34,6 +40,7 @@ from ..diffusion import (
     q_sample,
 )
 from ..errors import DDPMError
+from ..generate import LoadedRun
 from ..learned_variance import learned_range_log_variance
 from ..rng import seeded_generator
 from ..schedules import Schedule
@@ -57,17 +64,16 @@ class BitsPerDim:
 
 def reverse_variances(schedule: Schedule, variance: str) -> torch.Tensor:
     """sigma_k^2 [T] float64 of p(x_{k-1} | x_k) for a fixed variance ("beta_tilde" or "beta");
-    entry 0 is the decoder's variance."""
+    entry 0 is the decoder's variance, beta~_1 in both modes (see the module docstring)."""
     if variance not in ("beta_tilde", "beta"):
         raise ValueError(f"{variance!r} is not a fixed variance (beta_tilde, beta)")
     betas = schedule.betas.double()
-    if variance == "beta":
-        return betas.clone()
     alpha_bar = schedule.alpha_bar.double()
     previous = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar[:-1]])
     beta_tilde = (1 - previous) / (1 - alpha_bar) * betas
-    beta_tilde[0] = beta_tilde[1]
-    return beta_tilde
+    sigma2 = betas.clone() if variance == "beta" else beta_tilde
+    sigma2[0] = beta_tilde[1]  # beta~_0 is 0 and beta_0 would be a worse decoder (Ho et al.)
+    return sigma2
 
 
 def vlb_term(
@@ -113,42 +119,85 @@ def _stratified_steps(T: int, num_strata: int, n: int, generator: torch.Generato
     return steps, sizes.double()
 
 
-@torch.inference_mode()
+@functools.singledispatch
 def bits_per_dim(
     net: torch.nn.Module,
     schedule: Schedule,
     images: torch.Tensor,
     *,
-    prediction: str = "eps",
+    prediction: Prediction,
     variance: str = "beta_tilde",
     clip: bool = True,
     num_timesteps: int | None = None,
     batch_size: int = 256,
     precision: str = "fp32",
     sigma_data: float = 0.5,
-    progress=None,
+    progress: Callable[[int], object] | None = None,
 ) -> BitsPerDim:
     """The variational bound of uint8 images [N, C, H, W] under `net`, in bits/dim.
 
+    A loaded run takes its prediction type, variance, clipping and sigma_data from its config:
+    `bits_per_dim(run, images, num_timesteps=..., batch_size=..., precision=..., progress=...)`.
+    The bare network form needs them given: prediction (required: "eps", "x0", "v" or "edm"),
+    variance (diffusion.variance), clip (diffusion.clip_denoised), sigma_data (for "edm").
     num_timesteps: None (or T) evaluates every step; fewer uses stratified sampling over 1..T-1
     (the decoder and prior terms are always exact). `progress(n)` is called per network batch.
     precision: the network's autocast (make_denoiser); fp32 by default, since a likelihood is a
-    measurement and bf16 rounding would move it. sigma_data: for prediction "edm" (ddpm.edm).
+    measurement and bf16 rounding would move it.
     """
+    make = make_variance_denoiser if variance == "learned_range" else make_denoiser
+    denoiser = make(
+        net, schedule, prediction=prediction, clip=clip, precision=precision, sigma_data=sigma_data
+    )
+    device = next(net.parameters()).device
+    return _bound(
+        denoiser, schedule, images, variance=variance, device=device,
+        num_timesteps=num_timesteps, batch_size=batch_size, progress=progress,
+    )  # fmt: skip
+
+
+@bits_per_dim.register(LoadedRun)
+def _bits_per_dim_of_run(
+    run: LoadedRun,
+    images: torch.Tensor,
+    *,
+    num_timesteps: int | None = None,
+    batch_size: int = 256,
+    precision: str = "fp32",
+    progress: Callable[[int], object] | None = None,
+) -> BitsPerDim:
+    """`bits_per_dim(run, images, ...)`: the bound under a loaded run's own denoiser."""
+    variance = run.config.diffusion.variance
+    denoiser = run.denoiser(precision=precision, with_variance=variance == "learned_range")
+    device = next(run.net.parameters()).device
+    return _bound(
+        denoiser, run.schedule, images, variance=variance, device=device,
+        num_timesteps=num_timesteps, batch_size=batch_size, progress=progress,
+    )  # fmt: skip
+
+
+@torch.inference_mode()
+def _bound(
+    denoiser: Denoiser | VarianceDenoiser,
+    schedule: Schedule,
+    images: torch.Tensor,
+    *,
+    variance: str,
+    device: torch.device,
+    num_timesteps: int | None,
+    batch_size: int,
+    progress: Callable[[int], object] | None,
+) -> BitsPerDim:
+    """bits_per_dim's sum over the steps, for a denoiser (a VarianceDenoiser when learned)."""
     T = schedule.num_timesteps
     exhaustive = num_timesteps is None or num_timesteps >= T
     num_kl = T - 1 if exhaustive else num_timesteps
     if num_kl < 1:
         raise DDPMError(f"--bpd-timesteps must be >= 1, got {num_timesteps}")
-    device = next(net.parameters()).device
     n, dims = images.shape[0], images[0].numel()
     alpha_bar = schedule.alpha_bar.double().to(device)
     learned = variance == "learned_range"
     sigma2 = reverse_variances(schedule, "beta_tilde" if learned else variance).to(device)
-    make = make_variance_denoiser if learned else make_denoiser
-    denoiser = make(
-        net, schedule, prediction=prediction, clip=clip, precision=precision, sigma_data=sigma_data
-    )
     generator = seeded_generator(BPD_SEED)
     if exhaustive:
         steps = torch.arange(1, T).expand(n, -1)
@@ -172,7 +221,12 @@ def bits_per_dim(
             totals[start:stop, 1 if column < 0 else 2] += weight * term
             if progress is not None:
                 progress(stop - start)
-    per_image = totals / (dims * math.log(2))
+    return _summary(totals / (dims * math.log(2)), num_kl + 1, exhaustive)
+
+
+def _summary(per_image: torch.Tensor, num_timesteps: int, exhaustive: bool) -> BitsPerDim:
+    """per_image [N, 3] bits/dim (prior, decoder, KL terms) -> the means and standard error."""
+    n = per_image.shape[0]
     total = per_image.sum(1)
     std_error = float(total.std(unbiased=True)) / math.sqrt(n) if n > 1 else float("nan")
     prior, decoder, kl = (float(v) for v in per_image.mean(0))
@@ -180,7 +234,7 @@ def bits_per_dim(
         mean=float(total.mean()),
         std_error=std_error,
         num_images=n,
-        num_timesteps=num_kl + 1,
+        num_timesteps=num_timesteps,
         exhaustive=exhaustive,
         prior=prior,
         decoder=decoder,
