@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # hostile_files, hostile_runner
@@ -60,7 +61,7 @@ def train(*pairs: str, dataset: str = "digits", base: list[str] = ONE_STEP) -> l
     return ["train", "--dataset", dataset, "--out", "out", "--quiet", *sets([*base, *pairs])]
 
 
-def folder_with(*extra: tuple[str, object]):
+def folder_with(*extra: tuple[str, Callable[[Path], None]]) -> Callable[[Path], None]:
     """A craft: imgs/ with 60 normal 8x8 images plus `extra` (name, writer(path)) files."""
 
     def craft(folder: Path) -> None:
@@ -165,8 +166,8 @@ CASES = [
          craft=folder_with(("tiny.png", hf.one_pixel_png)),
          warning=r"(?=.*\b1\b)(?=.*(small|upscal|enlarg))", limit=90),
     # 9. eval --no-ema after eval on the same run
-    Case("eval-no-ema-after-ema", EVAL + ["--no-ema"], "ok", needs_run=True, check=fresh_samples,
-         limit=90),
+    Case("eval-no-ema-after-ema", EVAL + ["--no-ema"], "ok", needs_run=True, before=EVAL,
+         check=fresh_samples, limit=90),
     # more, where the issue is silent: one line, nothing lost
     Case("ckpt-truncated", SAMPLE, "refuse", needs_run=True,
          craft=lambda f: hf.truncate(f / "run" / "checkpoints" / "step_00000004.safetensors")),
@@ -194,8 +195,6 @@ CASES = [
     Case("sample-npz-under-file", SAMPLE + ["--npz", "blocker/s.npz"], "refuse", needs_run=True,
          craft=write_text("blocker", "a regular file")),
 ]  # fmt: skip
-# eval-no-ema-after-ema scores the EMA first, in its folder, before the snapshot
-BEFORE = {"eval-no-ema-after-ema": EVAL}
 
 
 def prepare_shared(root: Path, *, need_run: bool, timeout: float, memory_limit: int) -> Path:
@@ -209,15 +208,16 @@ def prepare_shared(root: Path, *, need_run: bool, timeout: float, memory_limit: 
                              "--quiet"]}  # fmt: skip
         for name, args in steps.items():
             _ddpm(args, shared, shared, name, timeout=max(timeout, 300), memory_limit=memory_limit)
-        shutil.copy(shared / "cache" / "ddpm" / "featnet" / "digits.safetensors", shared)
+        featnet = next((shared / "cache").rglob("digits.safetensors"))  # ddpm's featnet cache
+        shutil.copy(featnet, shared)
     return shared
 
 
 def _ddpm(args: list[str], folder: Path, shared: Path, name: str, *, timeout: float,
-          memory_limit: int) -> None:  # fmt: skip
+          memory_limit: int, cache: str = "cache") -> None:  # fmt: skip
     """A setup step in `folder` that must succeed (SystemExit with its stderr otherwise)."""
     logs = shared / "logs" / f"setup-{name}"
-    code, _, _ = _run_ddpm(args, cwd=folder, env=child_env(folder, "cache", shared), logs=logs,
+    code, _, _ = _run_ddpm(args, cwd=folder, env=child_env(folder, cache, shared), logs=logs,
                            timeout=timeout, memory_limit=memory_limit)  # fmt: skip
     if code != 0:
         err = Path(f"{logs}.err").read_text(errors="replace").strip().splitlines()[-3:]
@@ -233,10 +233,9 @@ def run_one(case: Case, root: Path, shared: Path, *, timeout: float, memory_limi
         shutil.copy(shared / "digits.safetensors", folder / "featnet.safetensors")
     if case.craft is not None:
         case.craft(folder)
-    if case.name in BEFORE:
-        _ddpm(
-            BEFORE[case.name], folder, shared, case.name, timeout=timeout, memory_limit=memory_limit
-        )
+    if case.before:
+        _ddpm(case.before, folder, shared, case.name, timeout=timeout, memory_limit=memory_limit,
+              cache=case.cache)  # fmt: skip
     return run_case(case, folder, shared=shared, timeout=timeout, memory_limit=memory_limit)
 
 

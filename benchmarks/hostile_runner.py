@@ -7,8 +7,9 @@ files the run created, modified or deleted in the case folder (a snapshot of pat
 and SHA-256 before and after).
 
 The child runs under RLIMIT_DATA (default 3 GiB) so that a case that would allocate tens of GB on
-this shared machine fails with a MemoryError (a dirty row, since the clean limit is 1.5 GB) instead
-of swapping; a correct refusal stays far below it. MPLCONFIGDIR points at one shared folder, so
+this shared machine fails with a MemoryError instead of swapping; a correct refusal stays far
+below it. Running out of memory is dirty even when a loader reports it in one line (CIFAR's reader
+calls any exception a damaged file), so the limit never turns a bomb into a clean row. MPLCONFIGDIR points at one shared folder, so
 matplotlib's font cache never depends on the case's (possibly unwritable) XDG_CACHE_HOME.
 """
 
@@ -61,9 +62,10 @@ class Case:
     check: Callable[[Outcome], str] | None = None  # returns a problem, or ""
     cache: str = CACHE  # XDG_CACHE_HOME relative to the case folder
     needs_run: bool = False  # the case folder gets a copy of the tiny trained run (and featnet)
-    fast: bool = False  # under a few seconds when clean, no trained run, no big file: the test's
+    fast: bool = False  # seconds when clean, no trained run, no big file: in the test subset
     limit: float = 60.0  # seconds within which a clean row finishes
     may_change: tuple[str, ...] = ()  # path prefixes (fnmatch) of files it may rewrite
+    before: list[str] | None = None  # ddpm args run first in the folder (must exit 0), unjudged
 
 
 @dataclass
@@ -200,6 +202,8 @@ def _stderr_problems(case: Case, outcome: Outcome) -> list[str]:
     lines = [line for line in stderr.splitlines() if line.strip()]
     if "Traceback" in stderr:
         problems.append("traceback")
+    if re.search(r"MemoryError|(can't|cannot) allocate memory|out of memory", stderr, re.I):
+        problems.append("ran out of memory")  # at the RLIMIT_DATA, even if reported in one line
     if re.search(r"[\x00-\x08\x0b-\x1f\x7f]", stderr):
         problems.append("raw control characters on stderr")
     if case.expect == "refuse" and not (len(lines) == 1 and lines[0].startswith("ddpm: ")):

@@ -42,7 +42,7 @@ def test_the_fast_subset_is_the_quick_self_contained_part():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", FAST, ids=[case.name for case in FAST])
-def test_hostile_input_is_refused_cleanly(case, shared):
+def test_fast_hostile_input_is_clean(case, shared):
     row = hostile.run_one(case, shared.parent, shared, timeout=60, memory_limit=MEMORY_LIMIT)
     table = hostile.format_table([row])
     assert row.clean, f"{table}\n{'; '.join(row.problems)}"
@@ -64,6 +64,8 @@ def test_the_judge_wants_one_line_for_a_refusal(tmp_path):
     assert {"exit 1, expected 2", "traceback"} <= set(_row(case, traceback))
     assert any("refused but created out/x" in p for p in _row(case, one, created=["out/x"]))
     assert _row(case, one, created=["cache/ddpm/x"]) == []
+    oom = runner.Outcome(tmp_path, 2, "", "ddpm: error: x is damaged (MemoryError: ...)\n")
+    assert _row(case, oom) == ["ran out of memory"]
     late = runner.Outcome(tmp_path, 2, "sampler: ddim, 3 steps\n", one.stderr)
     assert any("refused after working" in p for p in _row(case, late))
     row = runner.Row("c", 2, 1.0, 100.0, created=["out/.lock"])
