@@ -208,7 +208,7 @@ def _stderr_problems(case: Case, outcome: Outcome) -> list[str]:
         problems.append("raw control characters on stderr")
     if case.expect == "refuse" and not (len(lines) == 1 and lines[0].startswith("ddpm: ")):
         problems.append(f"{len(lines)} stderr lines, expected one `ddpm: ` line")
-    if case.expect == "refuse" and outcome.stdout.strip():  # --quiet: only work prints there
+    if case.expect == "refuse" and outcome.exit == 2 and outcome.stdout.strip():  # --quiet: work
         problems.append(f"refused after working (stdout: {escape(outcome.stdout.strip()[:60])})")
     if case.expect == "warn":
         if any(not line.startswith("ddpm: ") for line in lines):
