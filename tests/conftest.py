@@ -39,3 +39,21 @@ def tiny_fs(tmp_path):
 
     yield make
     subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*")) if p.is_file()}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """One tiny trained digits run (tests/tiny.py: TINY_RUN, 4 steps, one sample grid) shared by
+    every test that only reads a run (sample, interpolate, sweep into their own paths). Tests
+    must not write into it: the session fails at the end if any file in it changed."""
+    from tiny import train_tiny
+
+    run = train_tiny(tmp_path_factory.mktemp("shared") / "tiny", "train.sample_every=4")
+    before = _snapshot(run)
+    yield run
+    assert _snapshot(run) == before, f"a test wrote into the shared run {run}"

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny import TINY_MODEL, sets
+from tiny import TINY_RUN, sets
 
 from ddpm.cli import main
 from ddpm.config import DataConfig
@@ -31,19 +31,6 @@ from ddpm.files import atomic_output
 from ddpm.metrics.sample_files import save_npz
 from ddpm.sweep import SweepRow, write_csv
 from ddpm.viz import plot_loss, plot_sweep, save_grid
-
-TINY_RUN = [
-    *TINY_MODEL,
-    "train.num_steps=2",
-    "train.batch_size=8",
-    "train.log_every=1",
-    "train.warmup_steps=1",
-    "train.checkpoint_every=2",
-    "train.sample_every=2",
-    "train.num_sample_images=2",
-    "train.val_images=0",
-    "sample.steps=2",
-]
 
 
 def fill(disk: Path, *, leave: int = 0) -> None:
@@ -151,14 +138,6 @@ def test_an_error_while_cleaning_up_does_not_chain(tmp_path, monkeypatch):
     printed = "".join(traceback.format_exception(caught.value))
     assert printed.count("Traceback") == 1 and "During handling" not in printed, printed
     assert target.read_bytes() == b"earlier"
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("runs") / "run"
-    args = ["train", "--dataset", "digits", "--out", str(run), "--quiet", *sets(TINY_RUN)]
-    assert main(args) == 0
-    return run
 
 
 def sample(run: Path, *outputs: str) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny import TINY_MODEL, sets
+from tiny import TINY_RUN, sets
 
 from ddpm.checkpoint import list_checkpoints, load_checkpoint
 from ddpm.cli import main
@@ -13,15 +13,7 @@ from ddpm.data import load_dataset
 from ddpm.train import make_trainer
 from ddpm.train.validation import validation_loss
 
-TINY = [
-    *TINY_MODEL,
-    "train.batch_size=8",
-    "train.log_every=5",
-    "train.checkpoint_every=5",
-    "train.sample_every=100000",
-    "train.num_sample_images=2",
-    "sample.steps=2",
-]
+TINY = [*TINY_RUN, "train.log_every=5", "train.checkpoint_every=5"]
 SETS = sets(TINY)
 
 

@@ -9,33 +9,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny import train_tiny
 
 from ddpm.cli import main
 from ddpm.generate import generate, initial_noise, load_run, slerp
-
-TINY = [
-    "model.base_channels=8",
-    "model.channel_mult=[1,2]",
-    "model.num_res_blocks=1",
-    "model.attention_resolutions=[4]",
-    "model.num_groups=4",
-    "model.dropout=0.0",
-    "train.num_steps=4",
-    "train.batch_size=16",
-    "train.log_every=2",
-    "train.warmup_steps=2",
-    "train.checkpoint_every=4",
-    "train.sample_every=4",
-    "train.num_sample_images=2",
-    "sample.steps=3",
-]
-
-
-def train_tiny(out: Path, *extra: str) -> Path:
-    pairs = [*TINY, *extra]
-    args = ["train", "--dataset", "digits", "--out", str(out), "--quiet"]
-    assert main([*args, *[a for p in pairs for a in ("--set", p)]]) == 0
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +20,9 @@ def conditional(tmp_path_factory) -> Path:
     return train_tiny(tmp_path_factory.mktemp("runs") / "cond", "model.num_classes=10")
 
 
-@pytest.fixture(scope="module")
-def unconditional(tmp_path_factory) -> Path:
-    return train_tiny(tmp_path_factory.mktemp("runs") / "uncond")
+@pytest.fixture
+def unconditional(tiny_run) -> Path:
+    return tiny_run
 
 
 def sample(run: Path, tmp_path: Path, *extra: str) -> int:

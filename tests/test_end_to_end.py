@@ -12,15 +12,14 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
-from tiny import TINY_MODEL, sets
+from tiny import TINY_MODEL, TINY_RUN, sets
 
 from ddpm.cli import main
 from ddpm.config import from_dict, load_preset
 from ddpm.train import make_trainer
 
 TINY = [
-    *TINY_MODEL,
-    "model.dropout=0.0",
+    *TINY_RUN,
     "train.num_steps=20",
     "train.batch_size=16",
     "train.log_every=5",
@@ -29,7 +28,6 @@ TINY = [
     "train.sample_every=20",
     "train.num_sample_images=4",
     "sample.steps=5",
-    "train.lr_schedule=constant",
 ]
 
 
@@ -219,7 +217,7 @@ def test_bench_prints_figures_and_json(capsys):
         "2",
         "--sample-steps",
         "2",
-        *sets(TINY[:6]),
+        *sets(TINY_MODEL),
     ]
     assert main(args) == 0
     text = capsys.readouterr().out

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import TINY_MODEL, sets
+from tiny import TINY_RUN, sets
 
 from ddpm.checkpoint import load_checkpoint
 from ddpm.cli import main
@@ -18,9 +18,8 @@ from ddpm.data import load_dataset
 from ddpm.metrics.featnet import FeatNetInfo, save_featnet, train_featnet
 from ddpm.train.quality import fid_with_spread
 
-TINY = [*TINY_MODEL, "train.batch_size=8", "train.log_every=4", "train.checkpoint_every=100",
-        "train.sample_every=100", "train.num_sample_images=2", "sample.steps=2",
-        "train.val_images=0", "train.eval_n=48", "train.eval_steps=4"]  # fmt: skip
+TINY = [*TINY_RUN, "train.log_every=4", "train.checkpoint_every=100", "train.val_images=0",
+        "train.eval_n=48", "train.eval_steps=4"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

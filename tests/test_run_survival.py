@@ -13,22 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import TINY_MODEL, sets
+from tiny import TINY_RUN, sets
 
 from ddpm.checkpoint import list_checkpoints, load_checkpoint
 from ddpm.cli import main
 
-TINY = [
-    *TINY_MODEL,
-    "model.dropout=0.1",
-    "train.batch_size=8",
-    "train.log_every=2",
-    "train.checkpoint_every=4",
-    "train.sample_every=100000",
-    "train.num_sample_images=2",
-    "train.val_images=16",
-    "sample.steps=2",
-]
+TINY = [*TINY_RUN, "model.dropout=0.1", "train.checkpoint_every=4", "train.val_images=16"]
 
 
 def command(out: Path, *extra: str, resume: bool = False) -> list[str]:
@@ -183,18 +173,19 @@ def test_killed_after_the_final_checkpoint_resume_finishes_the_run(tmp_path, cap
 def test_extending_a_cosine_run_is_refused_unless_the_rate_stays_continuous(tmp_path, capsys):
     """Before: a longer train.num_steps silently re-stretched the cosine decay (an LR jump)."""
     out = tmp_path / "run"
-    cosine = ["train.lr_schedule=cosine", "train.warmup_steps=0", "train.lr=1e-3"]
+    cosine = ["train.lr_schedule=cosine", "train.lr=1e-3"]  # warm-up: TINY_RUN's 2 steps
     assert train(out, *sets([*cosine, "train.num_steps=6"])) == 0
     (out / "checkpoints" / "step_00000006.safetensors").unlink()  # as if killed after step 4
     capsys.readouterr()
-    assert train(out, *sets(["train.num_steps=12"]), resume=True) == 2
+    assert train(out, *sets([*cosine, "train.num_steps=12"]), resume=True) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "would make the cosine learning rate jump" in err
     recipe = err.split("add ")[1].split()
     assert train(out, *recipe, *sets(["train.num_steps=10"]), resume=True) == 0
     rows = [r.split(",") for r in (out / "log.csv").read_text().splitlines()[1:]]
-    # the 6-step cosine's rate at step 4 (0-based), 1e-3 * (1 + cos(2 pi / 3)) / 2, held on
-    assert [float(r[2]) for r in rows if int(r[0]) > 4] == pytest.approx([2.5e-4] * 3)
+    # the 6-step cosine's rate at step 4 (0-based; 2 warm-up steps), 1e-3 * (1 + cos(pi / 2)) / 2,
+    # held on
+    assert [float(r[2]) for r in rows if int(r[0]) > 4] == pytest.approx([5e-4] * 3)
 
 
 def test_damaged_side_files_do_not_brick_a_run(tmp_path, capsys, caplog):
@@ -307,8 +298,9 @@ def test_sigterm_while_a_sample_grid_is_drawn_drops_the_grid(tmp_path):
     slow_grids = ["train.num_steps=1000000", "train.sample_every=2", "train.num_sample_images=64",
                   "sample.steps=1000", "sample.sampler=ddpm"]  # fmt: skip
     process = subprocess.Popen(command(out, *sets(slow_grids)), stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: (out / "log.csv").exists())
-    time.sleep(3)  # inside the first grid: 64 images x 1000 steps
+    # log.csv's row of step 2 is written just before step 2's grid (64 images x 1000 steps)
+    wait_for(lambda: (out / "log.csv").exists() and "\n2," in (out / "log.csv").read_text())
+    time.sleep(1)
     process.send_signal(signal.SIGTERM)
     try:
         _, err = process.communicate(timeout=10)

@@ -9,15 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
-from tiny import TINY_MODEL, sets
+from tiny import TINY_RUN, sets
 
 from ddpm.cli import main
 from ddpm.config import from_dict, parse_overrides
 
-TINY = [
-    *TINY_MODEL, "train.batch_size=8",
-    "train.log_every=5", "train.sample_every=100000", "train.num_sample_images=2", "sample.steps=2",
-]  # fmt: skip
+TINY = [*TINY_RUN, "train.log_every=5"]
 SETS = sets(TINY)
 
 
