@@ -200,6 +200,8 @@ def test_damaged_side_files_do_not_brick_a_run(tmp_path, capsys, caplog):
         f.write("3,abc\n")
     assert train(out, *sets(["train.num_steps=6"]), resume=True) == 0
     assert '"model"' in (out / "config.json").read_text()  # rebuilt from the checkpoint's config
+    kept = list(out.glob("config.json.damaged-*"))  # and the damaged one kept, not overwritten
+    assert len(kept) == 1 and kept[0].read_bytes() == b"\x89PNG\r\n\x1a\n\x00\xff" * 20
     aside = list(out.glob("log.csv.damaged-*"))
     assert len(aside) == 1 and b"garbage" in aside[0].read_bytes()
     assert list(out.glob("val_loss.csv.damaged-*"))

@@ -54,7 +54,21 @@ RUN_ENTRIES = (
 
 
 def write_config(run_dir: Path, config: RunConfig) -> None:
-    atomic_write(run_dir / "config.json", (json.dumps(to_dict(config), indent=2) + "\n").encode())
+    """Write config.json; one that exists but does not read as a config (a hand edit gone wrong)
+    is first set aside as config.json.damaged-TIMESTAMP, with a warning: never lost."""
+    path = run_dir / "config.json"
+    try:
+        from_dict(json.loads(path.read_bytes().decode()))
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, DDPMError):
+        aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        try:
+            shutil.copyfile(path, aside)
+        except OSError as error:
+            raise DDPMError(f"cannot set aside {path}: {error.strerror or error}") from None
+        log.warning("%s did not read as a config; it is kept as %s", path, aside)
+    atomic_write(path, (json.dumps(to_dict(config), indent=2) + "\n").encode())
 
 
 def read_config(run_dir: Path) -> RunConfig:
