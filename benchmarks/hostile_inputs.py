@@ -14,7 +14,7 @@ under 1.5 GB, the case finished within its limit, no existing file outside the c
 or deleted, and a refusal created no file outside the cache. Prints the machine, the table, the
 reasons of each dirty row and "N/M clean"; exits 1 if any row is dirty. Sample and eval cases use
 a tiny digits run (and a digits feature network) trained once at the start (about a minute).
-The helpers live beside this script: hostile_files.py (the files), hostile_runner.py (the runs).
+The helpers live beside this script: hostile_craft.py (the files), hostile_runner.py (the runs).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # hostile_files, hostile_runner
-import hostile_files as hf  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # hostile_craft, hostile_runner
+import hostile_craft as hf  # noqa: E402
 from hostile_runner import ROOT, Case, Outcome, Row, child_env, format_table, run_case  # noqa: E402
 from hostile_runner import run_ddpm as _run_ddpm  # noqa: E402
 
