@@ -148,7 +148,11 @@ def test_resume_with_a_different_model_names_the_keys(capsys, run_dir):
 
 def test_bad_sample_options(capsys, run_dir, tmp_path):
     fails_with(capsys, ["sample", "--run", str(run_dir), "--steps", "5000"], "--steps must be")
-    fails_with(capsys, ["sample", "--run", str(run_dir), "--n", "0"], "--n must be")
+    with pytest.raises(SystemExit) as exit_info:  # argparse's own one-line error
+        main(["sample", "--run", str(run_dir), "--n", "0"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "argument --n: must be an integer >= 1" in err, err
 
 
 def test_corrupt_checkpoint_is_refused_and_the_previous_one_offered(capsys, run_dir, tmp_path):

@@ -206,7 +206,6 @@ def test_npz_round_trip_keeps_the_layout(tmp_path):
     "extra, expected",
     [
         (["--metrics", "fid,nope"], "unknown metric nope"),
-        (["--n", "0"], "--n must be >= 1"),
         (["--features", "no-such-net"], "ddpm featnet train --dataset no-such-net"),
         (
             ["--inception-weights", "/nonexistent/w.pth"],

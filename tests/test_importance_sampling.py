@@ -173,6 +173,7 @@ def test_the_training_step_weights_l_simple_and_l_vlb_and_records_raw_l_vlb(gene
                           "num_timesteps": num_t, "schedule": "cosine"},
             "train": {"precision": "fp32", "batch_size": batch, "seed": seed,
                       "t_sampling": "importance"},
+            "sample": {"steps": num_t},  # at most diffusion.num_timesteps
         }
     )  # fmt: skip
     alpha_bar = build_schedule(config).alpha_bar

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from .cli_args import finite_float, positive_int, seed
 from .cli_eval import add_commands as add_eval_commands
 from .cli_sampling import add_commands as add_sampling_commands
 from .cli_sampling import add_guidance_options, add_network_options
@@ -28,10 +29,12 @@ from .config import (
 from .data import DATASETS
 from .devices import use_deterministic_algorithms
 from .errors import DDPMError
+from .output_paths import check_distinct, check_output_file, check_output_folder
 from .samplers import SAMPLERS
 from .schedules import SPACINGS
 
 log = logging.getLogger(__name__)
+MAX_MESSAGE = 1000  # characters of an error line; longer ones are cut (a value shown in full)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -80,6 +83,7 @@ def _resume_config(args: argparse.Namespace) -> RunConfig:
 def cmd_train(args: argparse.Namespace) -> int:
     from .devices import resolve_device
     from .models import check_unet_config
+    from .resources import check_training_fits
     from .train import train
 
     if args.resume:
@@ -95,15 +99,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     check_unet_config(
         config.model, image_size=config.data.image_size, in_channels=config.data.channels
     )
+    device = resolve_device(args.device)
+    estimate, memory = check_training_fits(config, device)  # before anything is allocated
+    check_output_folder(run_dir, "run folder")
     if args.deterministic:
         use_deterministic_algorithms()
     if args.dry_run:
         print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
+        print(f"# estimated training memory: {estimate.describe()}; {memory.description} here")
         return 0
     result = train(
         config,
         run_dir,
-        device=resolve_device(args.device),
+        device=device,
         resume=bool(args.resume),
         overwrite=args.overwrite,
         progress=not args.quiet,
@@ -120,9 +128,21 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from .devices import resolve_device
     from .generate import generate, load_run, resolve_spacing, to_uint8
     from .metrics.sample_files import save_npz
+    from .resources import check_images_fit
     from .viz import TrajectoryRecorder, save_grid, save_progressive
 
+    out = Path(args.out)
+    progressive = None
+    if args.progressive is not None:
+        progressive = Path(args.progressive or out.with_name(out.stem + "_progressive.png"))
+    check_output_file(out, "sample grid (--out)", image=True)
+    if progressive is not None:
+        check_output_file(progressive, "progressive strip (--progressive)", image=True)
+    if args.npz:
+        check_output_file(args.npz, "sample file (--npz)")
+    check_distinct({"--out": out, "--progressive": progressive, "--npz": args.npz})
     run = load_run(args.run, use_ema=not args.no_ema, device=resolve_device(args.device))
+    check_images_fit(run.config, args.n)
     recorder = None
     if args.progressive is not None:
         recorder = TrajectoryRecorder(args.steps, num_frames=10, num_images=min(4, args.n))
@@ -146,12 +166,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     )
     spacing = resolve_spacing(args.sampler, run.config, args.spacing)
     print(sampler_summary(args.sampler, args.steps, spacing, guided=args.guidance != 1.0))
-    print(f"grid: {save_grid(images, args.out)}")
+    print(f"grid: {save_grid(images, out)}")
     if recorder is not None:
-        out = Path(
-            args.progressive or Path(args.out).with_name(Path(args.out).stem + "_progressive.png")
-        )
-        print(f"progressive denoising: {save_progressive(recorder, images, out)}")
+        print(f"progressive denoising: {save_progressive(recorder, images, progressive)}")
     if args.npz:
         save_npz(to_uint8(images), args.npz)
         print(
@@ -163,12 +180,19 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
     from .devices import resolve_device
+    from .models import check_unet_config
+    from .resources import check_training_fits
 
     config = from_dict(parse_overrides(args.set), base=load_preset(args.preset))
+    check_unet_config(
+        config.model, image_size=config.data.image_size, in_channels=config.data.channels
+    )
+    device = resolve_device(args.device)
+    check_training_fits(config, device, batch_size=args.batch)
     result = run_bench(
         config,
         preset=args.preset,
-        device=resolve_device(args.device),
+        device=device,
         batch_size=args.batch,
         train_steps=args.train_steps,
         sample_steps=args.sample_steps,
@@ -221,10 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sample = sub.add_parser("sample", help="generate images from a run")
     sample.add_argument("--run", required=True, help="run folder or checkpoint file")
-    sample.add_argument("--n", type=int, default=64, help="number of images")
+    sample.add_argument("--n", type=positive_int, default=64, help="number of images")
     sample.add_argument("--sampler", choices=sorted(SAMPLERS), default="ddim")
-    sample.add_argument("--steps", type=int, default=50, help="number of timesteps to visit")
-    sample.add_argument("--eta", type=float, default=None, help="DDIM eta (default: config)")
+    sample.add_argument(
+        "--steps", type=positive_int, default=50, help="number of timesteps to visit"
+    )
+    sample.add_argument("--eta", type=finite_float, default=None, help="DDIM eta (default: config)")
     sample.add_argument(
         "--spacing",
         choices=SPACINGS,
@@ -233,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_guidance_options(sample)
     add_network_options(sample)
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--seed", type=seed, default=0, help="0 <= seed < 2**63")
     sample.add_argument("--out", default="samples.png", metavar="GRID.png")
     sample.add_argument("--npz", metavar="FILE.npz", help="also write arr_0: uint8 [N, H, W, C]")
     sample.add_argument(
@@ -244,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write a progressive-denoising strip",
     )
     sample.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
-    sample.add_argument("--batch-size", type=int, default=None)
+    sample.add_argument("--batch-size", type=positive_int, default=None)
     sample.add_argument("--device", **device)
     sample.add_argument("--quiet", action="store_true")
     sample.set_defaults(func=cmd_sample)
@@ -256,9 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="measure speed and size of a preset's model")
     bench.add_argument("--preset", default="digits", help=f"one of: {', '.join(preset_names())}")
-    bench.add_argument("--batch", type=int, default=64)
-    bench.add_argument("--train-steps", type=int, default=20)
-    bench.add_argument("--sample-steps", type=int, default=50)
+    bench.add_argument("--batch", type=positive_int, default=64)
+    bench.add_argument("--train-steps", type=positive_int, default=20)
+    bench.add_argument("--sample-steps", type=positive_int, default=50)
     bench.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     bench.add_argument("--device", **device)
     bench.add_argument("--json", action="store_true", help="print one JSON object")
@@ -276,8 +302,11 @@ def main(argv: list[str] | None = None) -> int:
     except DDPMError as error:
         from .train.signals import TrainingStopped
 
+        message = str(error)
+        if len(message) > MAX_MESSAGE:
+            message = message[: MAX_MESSAGE - 3] + "..."
         print(
-            f"ddpm: {'stopped' if isinstance(error, TrainingStopped) else 'error'}: {error}",
+            f"ddpm: {'stopped' if isinstance(error, TrainingStopped) else 'error'}: {message}",
             file=sys.stderr,
         )
         return 130 if isinstance(error, TrainingStopped) else 2

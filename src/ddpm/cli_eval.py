@@ -6,10 +6,14 @@ import argparse
 import time
 from pathlib import Path
 
+from .cli_args import positive_int, seed
 from .cli_sampling import add_guidance_options, add_network_options
 from .config import DataConfig, load_preset, preset_names
 from .data import DATASETS
+from .data.cache import cache_dir
 from .errors import DDPMError
+from .output_paths import check_output_file, check_output_folder
+from .resources import check_images_fit
 from .samplers import SAMPLERS
 from .schedules import SPACINGS
 
@@ -96,10 +100,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .metrics.sample_files import load_samples
 
     metrics = parse_metrics(args.metrics)
-    for option in ("n", "bpd_n", "reference_n", "bpd_timesteps", "batch_size"):
-        value = getattr(args, option)
-        if value is not None and value < 1:
-            raise DDPMError(f"--{option.replace('_', '-')} must be >= 1, got {value}")
     device = resolve_device(args.device)
     if not args.run and not (args.dataset and args.samples):
         raise DDPMError("eval needs --run DIR, or --dataset NAME with --samples FILE|DIR")
@@ -107,23 +107,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise DDPMError("bpd and val-loss score a model: give --run DIR")
     if args.samples and (args.eta, args.class_label, args.guidance) != (None, None, 1.0):
         raise DDPMError("--eta, --class and --guidance make new samples; not with --samples")
-    run = load_run(args.run, use_ema=not args.no_ema, device=device) if args.run else None
+    if args.run:
+        run_dir = Path(args.run)
+        out_dir = Path(
+            args.out or (run_dir if run_dir.is_dir() else run_dir.parent.parent) / "eval"
+        )
+    else:
+        out_dir = Path(args.out or "eval")
+    check_output_folder(out_dir, "eval folder (--out)")  # metrics.csv and the sample cache
     sample_list = [m for m in metrics if m not in MODEL_METRICS]
+    if sample_list:  # reference features are cached there
+        check_output_folder(cache_dir() / "fidelity", "feature cache ($XDG_CACHE_HOME/ddpm)")
+    read_metrics(out_dir / "metrics.csv")  # a file we cannot add to: refused before the work
+    run = load_run(args.run, use_ema=not args.no_ema, device=device) if args.run else None
     key = _generation_key(args, run) if sample_list and not args.samples else None
     if sample_list:  # a missing feature network or weights file: refused before the sampling
         resolve_feature_space(args.features, inception_weights=args.inception_weights)
     if run is not None:
+        if sample_list and not args.samples:  # eval generates args.n images
+            check_images_fit(run.config, args.n)
         data_config = run.config.data
-        run_dir = Path(args.run)
-        out_dir = (
-            Path(args.out)
-            if args.out
-            else (run_dir if run_dir.is_dir() else run_dir.parent.parent) / "eval"
-        )
     else:
         data_config = _data_config(args.dataset, args.data_dir, None, None)
-        out_dir = Path(args.out or "eval")
-    read_metrics(out_dir / "metrics.csv")  # a file we cannot add to: refused before the work
     reference = reference_set(data_config, args.reference, args.reference_n)
     ref_label = f"{data_config.dataset}:{args.reference}:{len(reference)}"
     step = run.step if run else None
@@ -212,12 +217,13 @@ def cmd_featnet_train(args: argparse.Namespace) -> int:
     from .devices import resolve_device
     from .metrics.featnet import FeatNetInfo, accuracy, featnet_path, save_featnet, train_featnet
 
-    if args.epochs < 1 or args.batch_size < 1:
-        raise DDPMError("--epochs and --batch-size must be >= 1")
     config = _data_config(args.dataset, args.data_dir, args.image_size, args.channels)
     name = args.name or (
         args.dataset if args.dataset != "folder" else f"folder-{Path(args.data_dir).resolve().name}"
     )
+    if not name or Path(name).name != name or name.startswith("."):
+        raise DDPMError(f"--name must be a plain name (no folders, not hidden), got {name[:80]!r}")
+    check_output_file(featnet_path(name), "feature network cache file")
     if featnet_path(name).is_file() and not args.force:
         raise DDPMError(
             f"feature network {name!r} exists ({featnet_path(name)}); numbers scored with it would "
@@ -277,11 +283,11 @@ def add_commands(sub: argparse._SubParsersAction, *, device: dict) -> None:
     evaluate.add_argument(
         "--metrics", default="fid,is,kid,pr", help="any of fid,is,kid,pr,bpd,val-loss"
     )
-    evaluate.add_argument("--n", type=int, default=10_000, help="samples to generate")
+    evaluate.add_argument("--n", type=positive_int, default=10_000, help="samples to generate")
     evaluate.add_argument("--sampler", choices=sorted(SAMPLERS), default="dpmpp-2m")
-    evaluate.add_argument("--steps", type=int, default=20)
+    evaluate.add_argument("--steps", type=positive_int, default=20)
     evaluate.add_argument("--spacing", choices=SPACINGS, default=None)
-    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--seed", type=seed, default=0)
     evaluate.add_argument("--eta", type=float, default=None, help="DDIM eta (default: config)")
     add_guidance_options(evaluate)
     add_network_options(evaluate)
@@ -297,16 +303,19 @@ def add_commands(sub: argparse._SubParsersAction, *, device: dict) -> None:
         "--reference", choices=["test", "train"], default="test", help="reference split"
     )
     evaluate.add_argument(
-        "--reference-n", type=int, default=None, help="use only the first N reference images"
+        "--reference-n", type=positive_int, default=None,
+        help="use only the first N reference images",
+    )  # fmt: skip
+    evaluate.add_argument(
+        "--bpd-n", type=positive_int, default=256, help="test images for bits/dim"
     )
-    evaluate.add_argument("--bpd-n", type=int, default=256, help="test images for bits/dim")
     evaluate.add_argument(
         "--bpd-timesteps",
-        type=int,
+        type=positive_int,
         default=None,
         help="estimate bits/dim from K stratified steps per image (default: all T)",
     )
-    evaluate.add_argument("--batch-size", type=int, default=None)
+    evaluate.add_argument("--batch-size", type=positive_int, default=None)
     evaluate.add_argument("--out", help="folder for metrics.csv (default: RUN/eval, or ./eval)")
     evaluate.add_argument(
         "--no-ema", action="store_true", help="score the raw weights, not the EMA"
@@ -320,12 +329,12 @@ def add_commands(sub: argparse._SubParsersAction, *, device: dict) -> None:
     train = actions.add_parser("train", help="train one on a labelled dataset")
     train.add_argument("--dataset", required=True, help=f"{', '.join(sorted(DATASETS))}")
     train.add_argument("--data-dir")
-    train.add_argument("--image-size", type=int)
+    train.add_argument("--image-size", type=positive_int)
     train.add_argument("--channels", type=int, choices=[1, 3])
     train.add_argument("--name", help="cache name (default: the dataset's)")
-    train.add_argument("--epochs", type=int, default=4)
-    train.add_argument("--batch-size", type=int, default=128)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--epochs", type=positive_int, default=4)
+    train.add_argument("--batch-size", type=positive_int, default=128)
+    train.add_argument("--seed", type=seed, default=0)
     train.add_argument("--force", action="store_true", help="replace an existing network")
     train.add_argument("--device", **device)
     train.add_argument("--quiet", action="store_true")

@@ -8,8 +8,12 @@ from pathlib import Path
 
 import torch
 
+from .cli_args import finite_float, int64, positive_int, seed
+from .data.cache import cache_dir
 from .errors import DDPMError
+from .output_paths import check_output_file, check_output_folder
 from .precision import PRECISIONS
+from .resources import check_images_fit
 from .samplers import DETERMINISTIC_SAMPLERS, SAMPLERS, num_function_evals
 from .schedules import SPACINGS
 
@@ -17,11 +21,11 @@ from .schedules import SPACINGS
 def add_guidance_options(parser: argparse.ArgumentParser) -> None:
     """--class and --guidance, as `ddpm sample` and `ddpm interpolate` take them."""
     parser.add_argument(
-        "--class", dest="class_label", type=int, default=None, metavar="N",
+        "--class", dest="class_label", type=int64, default=None, metavar="N",
         help="class-conditional models: make every image of class N",
     )  # fmt: skip
     parser.add_argument(
-        "--guidance", type=float, default=1.0, metavar="W",
+        "--guidance", type=finite_float, default=1.0, metavar="W",
         help="classifier-free guidance scale (Ho & Salimans 2022): null + W (cond - null); "
         "1 is plain conditional sampling (default), larger is sharper and less varied",
     )  # fmt: skip
@@ -66,7 +70,9 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         )
     if args.frames < 2:
         raise DDPMError(f"--frames must be >= 2, got {args.frames}")
+    check_output_file(args.out, "interpolation strip (--out)", image=True)
     run = load_run(args.run, use_ema=not args.no_ema, device=resolve_device(args.device))
+    check_images_fit(run.config, args.frames, option="--frames")
     c, size = run.config.data.channels, run.config.data.image_size
     z0, z1 = (initial_noise(1, (c, size, size), seed=seed)[0] for seed in args.seeds)
     noise = slerp(z0, z1, torch.linspace(0, 1, args.frames))
@@ -89,15 +95,19 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .viz import plot_sweep
 
     try:
-        steps = [int(k) for k in args.steps.split(",") if k.strip()]
-    except ValueError:
+        steps = [positive_int(k) for k in args.steps.split(",") if k.strip()]
+    except argparse.ArgumentTypeError:
         raise DDPMError(
-            f"--steps expects a comma-separated list of integers, got {args.steps!r}"
+            f"--steps expects a comma-separated list of integers >= 1, got {args.steps[:80]!r}"
         ) from None
     plan = parse_plan(args.samplers, steps)
-    run = load_run(args.run, use_ema=not args.no_ema, device=resolve_device(args.device))
     run_path = Path(args.run)
     out = Path(args.out or (run_path if run_path.is_dir() else run_path.parent) / "sweep")
+    check_output_folder(out, "sweep folder (--out)")
+    if args.features:  # the reference features are cached there
+        check_output_folder(cache_dir() / "fidelity", "feature cache ($XDG_CACHE_HOME/ddpm)")
+    run = load_run(args.run, use_ema=not args.no_ema, device=resolve_device(args.device))
+    check_images_fit(run.config, args.n)
     csv_path, png_path = out / "sweep.csv", out / "sweep.png"
 
     def save(rows: list) -> None:
@@ -120,10 +130,10 @@ def add_commands(sub: argparse._SubParsersAction, *, device: dict) -> None:
     """Register `ddpm interpolate` and `ddpm sweep`."""
     interp = sub.add_parser("interpolate", help="a strip of images between two seeds' noises")
     interp.add_argument("--run", required=True, help="run folder or checkpoint file")
-    interp.add_argument("--seeds", type=int, nargs=2, required=True, metavar=("A", "B"))
-    interp.add_argument("--frames", type=int, default=8, help="images in the strip")
+    interp.add_argument("--seeds", type=seed, nargs=2, required=True, metavar=("A", "B"))
+    interp.add_argument("--frames", type=positive_int, default=8, help="images in the strip")
     interp.add_argument("--sampler", choices=DETERMINISTIC_SAMPLERS, default="ddim")
-    interp.add_argument("--steps", type=int, default=50)
+    interp.add_argument("--steps", type=positive_int, default=50)
     interp.add_argument("--spacing", choices=SPACINGS, default=None)
     add_guidance_options(interp)
     add_network_options(interp)
@@ -141,13 +151,13 @@ def add_commands(sub: argparse._SubParsersAction, *, device: dict) -> None:
         "(e.g. ddpm:1000 as the reference)",
     )  # fmt: skip
     sweep.add_argument("--steps", default="5,10,20,50,100", help="comma-separated step counts")
-    sweep.add_argument("--n", type=int, default=1000, help="images per point")
-    sweep.add_argument("--seed", type=int, default=0)
+    sweep.add_argument("--n", type=positive_int, default=1000, help="images per point")
+    sweep.add_argument("--seed", type=seed, default=0)
     sweep.add_argument("--features", help="score with FID in this feature space (inception or a "
                        "`ddpm featnet` name); default: pixel-FD")  # fmt: skip
     sweep.add_argument("--out", metavar="DIR", help="where sweep.csv and sweep.png go "
                        "(default: RUN/sweep)")  # fmt: skip
-    sweep.add_argument("--batch-size", type=int, default=None)
+    sweep.add_argument("--batch-size", type=positive_int, default=None)
     add_network_options(sweep)
     sweep.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
     sweep.add_argument("--device", **device)

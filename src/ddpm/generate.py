@@ -220,13 +220,16 @@ def generate(
     Karras et al.'s rho = 7).
     """
     s = config.sample
-    sampler, steps = sampler or s.sampler, steps or s.steps
+    sampler = sampler or s.sampler
+    steps = s.steps if steps is None else steps  # not `or`: steps=0 is an error, not "default"
     precision = precision or s.precision
     compile = s.compile if compile is None else compile
     if sampler not in SAMPLERS:
         raise DDPMError(f"unknown sampler {sampler!r}; known: {', '.join(SAMPLERS)}")
     if n < 1:
         raise DDPMError(f"--n must be >= 1, got {n}")
+    if steps < 1 or (batch_size is not None and batch_size < 1):
+        raise DDPMError(f"--steps and --batch-size must be >= 1, got {steps} and {batch_size}")
     if noise is not None and noise.shape[0] != n:
         raise ValueError(f"noise has {noise.shape[0]} rows for n={n}")
     check_class_labels(net, labels, guidance)
