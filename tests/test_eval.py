@@ -287,7 +287,7 @@ CHEAP_EVAL = ["--sampler", "ddim", "--steps", "2", "--n", "12", "--metrics", "fi
 VARIANTS = [
     (["--no-ema"], "ema", "False"),
     (["--eta", "0.5"], "eta", "0.5"),
-    (["--spacing", "quadratic"], "spacing", "quadratic"),
+    (["--spacing", "trailing"], "spacing", "trailing"),
     (["--precision", "bf16"], "precision", "bf16"),
     (["--seed", "1"], "seed", "1"),
     (["--steps", "3"], "steps", "3"),

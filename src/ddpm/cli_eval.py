@@ -120,12 +120,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         check_output_folder(cache_dir() / "fidelity", "feature cache ($XDG_CACHE_HOME/ddpm)")
     read_metrics(out_dir / "metrics.csv")  # a file we cannot add to: refused before the work
     run = load_run(args.run, use_ema=not args.no_ema, device=device) if args.run else None
+    if run is not None and sample_list and not args.samples:  # eval generates args.n images
+        check_images_fit(run.config, args.n)
     key = _generation_key(args, run) if sample_list and not args.samples else None
     if sample_list:  # a missing feature network or weights file: refused before the sampling
         resolve_feature_space(args.features, inception_weights=args.inception_weights)
     if run is not None:
-        if sample_list and not args.samples:  # eval generates args.n images
-            check_images_fit(run.config, args.n)
         data_config = run.config.data
     else:
         data_config = _data_config(args.dataset, args.data_dir, None, None)
