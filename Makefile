@@ -10,7 +10,7 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 endif
 DEMO_DIR ?= runs/demo
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test test-fast bench lint clean
 
 install: $(VENV)/.installed
 
@@ -34,6 +34,10 @@ $(VENV)/.compare: $(VENV)/.installed
 
 test: install $(VENV)/.compare
 	$(PY) -m pytest
+
+# the tests not marked slow (no training runs, no subprocesses): under a minute on 2 cores
+test-fast: install
+	$(PY) -m pytest -m "not slow"
 
 bench: install
 	$(VENV)/bin/ddpm bench --preset digits

@@ -115,7 +115,7 @@ def run_python(args: list[str], *, cwd: Path, env: dict[str, str], logs: Path, t
         if memory_limit:
             resource.setrlimit(resource.RLIMIT_DATA, (memory_limit, memory_limit))
 
-    started = time.perf_counter()
+    started, peak = time.perf_counter(), 0.0
     with open(f"{logs}.out", "wb") as out, open(f"{logs}.err", "wb") as err:
         child = subprocess.Popen([sys.executable, *args], cwd=cwd, env=env,
                                  stdout=out, stderr=err, stdin=subprocess.DEVNULL,
@@ -130,12 +130,26 @@ def run_python(args: list[str], *, cwd: Path, env: dict[str, str], logs: Path, t
                 os.killpg(child.pid, signal.SIGKILL)
                 _, status, usage = os.wait4(child.pid, 0)
                 break
+            peak = max(peak, _high_water_mb(child.pid))
             time.sleep(0.05)
     child.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(child.pid, signal.SIGKILL)  # grandchildren left behind (data workers)
     seconds = time.perf_counter() - started
-    return (None if timed_out else child.returncode), seconds, usage.ru_maxrss / 1024
+    # ru_maxrss carries the parent's RSS over the child's exec (the kernel keeps the old memory
+    # map's high-water mark), so a child of a big process (pytest with torch) looked big; the
+    # child's own VmHWM, polled, is the measure; ru_maxrss only if it ended before the first poll
+    return (None if timed_out else child.returncode), seconds, peak or usage.ru_maxrss / 1024
+
+
+def _high_water_mb(pid: int) -> float:
+    """The peak resident memory (VmHWM) of process `pid`'s current program, in MB; 0 if gone."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    line = next((ln for ln in text.splitlines() if ln.startswith("VmHWM:")), None)
+    return int(line.split()[1]) / 1024 if line else 0.0
 
 
 def _sha(path: Path, size: int | None = None) -> str:

@@ -51,6 +51,7 @@ def _check_denoiser_recovers_x0(recipe, alpha_bar: torch.Tensor, output) -> None
     torch.testing.assert_close(denoiser(x_t.float(), t), x0, atol=2e-3, rtol=0)
 
 
+@pytest.mark.slow
 def test_diffusers_network_is_sampled_as_eps_with_its_linear_alpha_bar():
     pytest.importorskip("diffusers")
     recipe = alternatives.diffusers_recipe()

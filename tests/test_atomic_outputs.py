@@ -146,6 +146,7 @@ def sample(run: Path, *outputs: str) -> int:
 
 # Guards: `ddpm sample` on a full disk ended in an OSError traceback (main raised instead of
 # returning 2) and left a 0-byte grid or a truncated .npz.
+@pytest.mark.slow
 @pytest.mark.parametrize("flag", ["--out", "--npz"])
 def test_sample_on_a_full_disk_exits_2_with_one_line(tiny_run, tiny_fs, tmp_path, capsys, flag):
     disk = tiny_fs(256)
@@ -210,6 +211,7 @@ def test_a_damaged_decode_cache_is_rebuilt_with_a_warning(
 # but not the ones between, writing the pixels killed the process with SIGBUS (no message at all);
 # with less room numpy's OSError was a traceback. In a subprocess, so a SIGBUS cannot take pytest
 # down with it.
+@pytest.mark.slow
 def test_a_full_cache_disk_is_one_error_line(tiny_fs, tmp_path):
     disk = tiny_fs(256)
     fill(disk, leave=8192)  # 2 pages; the 13 x 32 x 32 pixels and the header need 4

@@ -151,6 +151,7 @@ def test_non_square_images_are_refused():
         augment(torch.zeros(2, 1, 8, 16), draws, p=0.5)
 
 
+@pytest.mark.slow
 def test_a_zero_vector_gives_the_network_without_the_augment_path():
     cfg = augmented_config()
     net = perturb(build_model(cfg))
@@ -240,6 +241,7 @@ def test_the_step_augments_x0_from_the_seed_and_step_generator_before_noising():
     assert params.any(1).sum() >= 2  # the draws of this step do augment some rows
 
 
+@pytest.mark.slow
 def test_the_compiled_step_takes_the_vector_without_recompiling():
     import torch._dynamo
 
@@ -268,6 +270,7 @@ def train(out: Path, *extra: str, resume: bool = False) -> int:
     return main(["train", *head, "--quiet", *sets(TINY), *extra])
 
 
+@pytest.mark.slow
 def test_resume_is_exact_with_augmentation_and_the_run_samples(tmp_path):
     """Stop at 4, resume to 8: the same weights as an uninterrupted run with augment_p 0.5;
     then the run samples un-augmented digits (no vector) through the Python API."""

@@ -35,6 +35,7 @@ def failing_backend(gm, example_inputs):
     raise CppCompileError(["g++", "kernel.cpp"], "g++: command not found")
 
 
+@pytest.mark.slow
 def test_smaller_batches_and_new_timesteps_do_not_recompile():
     """Shapes are static; a smaller batch is padded to the largest so far (the same results), and
     only a larger batch than any before compiles again."""
@@ -77,6 +78,7 @@ def eager_fw_failing_bw_backend():
     return aot_autograd(fw_compiler=compiled_as_is, bw_compiler=failing_backend)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["forward", "backward"])
 def test_training_step_falls_back_when_compilation_fails(backend, capsys):
     """A compile error in the forward or (compiled lazily) the backward pass: the step reruns
@@ -96,6 +98,7 @@ def test_training_step_falls_back_when_compilation_fails(backend, capsys):
     assert capsys.readouterr().err.count("torch.compile failed") == 1
 
 
+@pytest.mark.slow
 def test_compiled_sampling_matches_eager_without_recompiling(capsys):
     """generate(compile=True) through the real inductor: the same images as eager (float32
     rounding apart), over batches of 3, 3 and 1 and a second call, with no recompilation."""
@@ -121,6 +124,7 @@ def test_compiled_sampling_matches_eager_without_recompiling(capsys):
     assert torch.allclose(again, eager[:4], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_a_broadcast_timestep_is_not_padded():
     """t [1] broadcasts over the batch as in the eager network; only batch-sized tensors pad."""
     net = build_model(CONFIG).eval()

@@ -72,6 +72,7 @@ def assert_close(a: dict, b: dict) -> None:
         assert torch.allclose(a[key], b[key], rtol=1e-4, atol=1e-5), key
 
 
+@pytest.mark.slow
 def test_two_process_ddp_matches_one_process_and_resumes_either_way(tmp_path):
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     base = ["train", "--dataset", "digits", "--quiet", *sets(TINY)]
@@ -122,6 +123,7 @@ def test_two_process_ddp_matches_one_process_and_resumes_either_way(tmp_path):
     assert losses(back) == pytest.approx(losses(single), rel=1e-4)
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_gives_the_uninterrupted_weights(tmp_path):
     args = [
         "--quiet",
@@ -169,6 +171,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_weights(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_sigterm_under_torchrun_stops_every_process_at_the_same_step(tmp_path):
     """torchrun forwards SIGTERM to its workers; they agree (one vote per step) on the step to
     stop after, the main process saves it, and the run resumes from it."""

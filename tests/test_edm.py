@@ -205,6 +205,7 @@ def test_training_loss_scales_the_input_in_float32_outside_autocast(generator):
     assert torch.allclose(loss.double(), expected, rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prediction", ["edm", "v"])
 def test_the_training_step_uses_the_preconditioning_and_the_edm_weight(prediction):
     """One step of make_trainer with sigma_data 0.3 against the loss written out here."""
@@ -307,6 +308,7 @@ def test_sigma_data_must_be_positive_and_finite(value):
         from_dict({"diffusion": {"sigma_data": value}})
 
 
+@pytest.mark.slow
 def test_edm_trains_and_samples_end_to_end_on_digits(tmp_path: Path):
     out = tmp_path / "edm"
     settings = [*TINY_MODEL, "model.dropout=0.0", "train.num_steps=20", "train.batch_size=16",

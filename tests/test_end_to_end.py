@@ -42,6 +42,7 @@ def run_dir(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_train_writes_a_complete_run_folder(run_dir: Path):
     assert (run_dir / "config.json").is_file()
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
@@ -61,6 +62,7 @@ def test_train_writes_a_complete_run_folder(run_dir: Path):
     assert config["train"]["num_steps"] == 20 and config["model"]["base_channels"] == 8
 
 
+@pytest.mark.slow
 def test_sample_writes_grid_npz_and_progressive_strip(run_dir: Path, tmp_path: Path):
     grid, npz, strip = tmp_path / "grid.png", tmp_path / "s.npz", tmp_path / "strip.png"
     code = main(
@@ -123,6 +125,7 @@ def test_sample_writes_grid_npz_and_progressive_strip(run_dir: Path, tmp_path: P
         assert diff.max() <= 1 and diff.mean() < 0.01
 
 
+@pytest.mark.slow
 def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(run_dir: Path, tmp_path: Path):
     half = tmp_path / "half"
     # constant LR: with a cosine schedule, changing num_steps on resume changes later LRs (by design)
@@ -137,6 +140,7 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(run_dir: Path, 
     assert [int(r.split(",")[0]) for r in rows[1:]] == [5, 10, 15, 20]
 
 
+@pytest.mark.slow
 def test_a_tiny_model_overfits_a_single_batch():
     config = from_dict(
         {
@@ -159,6 +163,7 @@ def test_a_tiny_model_overfits_a_single_batch():
     assert losses[-1] < losses[0] / 10, (losses[0], losses[-1])
 
 
+@pytest.mark.slow
 def test_python_api_trains_and_samples(tmp_path: Path):
     import ddpm
 
@@ -184,6 +189,7 @@ def test_python_api_trains_and_samples(tmp_path: Path):
     assert images.shape == (3, 1, 8, 8) and images.abs().max() <= 1
 
 
+@pytest.mark.slow
 def test_python_m_ddpm_and_dry_run():
     out = subprocess.run(
         [
@@ -206,6 +212,7 @@ def test_python_m_ddpm_and_dry_run():
     assert "num_steps: 7" in out.stdout and "dataset: digits" in out.stdout
 
 
+@pytest.mark.slow
 def test_bench_prints_figures_and_json(capsys):
     args = [
         "bench",

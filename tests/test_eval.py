@@ -78,6 +78,7 @@ def write_pngs(images: torch.Tensor, folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_featnet_classifies_digits_and_loads_back(featnet_file, digits):
     space = resolve_feature_space(str(featnet_file))
     assert space.extractor == FEATNET_EXTRACTOR and space.label.startswith("featnet:digits-test@")
@@ -87,6 +88,7 @@ def test_featnet_classifies_digits_and_loads_back(featnet_file, digits):
     assert info.test_accuracy > 0.85 and info.test_accuracy == accuracy(net, digits[1])
 
 
+@pytest.mark.slow
 def test_same_set_scores_zero_and_noise_raises_fid_monotonically(featnet_file, digits):
     space = resolve_feature_space(str(featnet_file))
     images = digits[0].images[:600]
@@ -107,6 +109,7 @@ def test_same_set_scores_zero_and_noise_raises_fid_monotonically(featnet_file, d
     assert fids == sorted(fids) and fids[-1] > 10 * max(fids[1], 1e-3), fids
 
 
+@pytest.mark.slow
 def test_metrics_match_torch_fidelity_on_image_folders(featnet_file, digits, tmp_path):
     """Our path (tensors, cached features, torch-fidelity's metric functions) against
     torch_fidelity.calculate_metrics reading two PNG folders with the same extractor."""
@@ -137,6 +140,7 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_eval_writes_every_metric_with_its_provenance(tiny_run, featnet_file, capsys):
     args = ["eval", "--run", str(tiny_run), "--features", str(featnet_file), "--n", "40"]
     args += ["--sampler", "ddim", "--steps", "3", "--bpd-n", "8", "--bpd-timesteps", "4"]
@@ -177,6 +181,7 @@ def test_eval_writes_every_metric_with_its_provenance(tiny_run, featnet_file, ca
         assert first["value"] == second["value"], first["metric"]
 
 
+@pytest.mark.slow
 def test_samples_from_npz_and_png_folder_score_alike(
     tiny_run, featnet_file, digits, tmp_path, capsys
 ):
@@ -245,6 +250,7 @@ def test_model_metrics_need_a_run(tmp_path, capsys):
     assert "give --run" in one_error_line(capsys)
 
 
+@pytest.mark.slow
 def test_featnet_cli_trains_lists_and_refuses_a_corrupt_file(capsys, tmp_path):
     assert main(["featnet", "train", "--dataset", "digits", "--epochs", "1", "--quiet"]) == 0
     assert "test accuracy" in capsys.readouterr().out
@@ -260,6 +266,7 @@ def test_featnet_cli_trains_lists_and_refuses_a_corrupt_file(capsys, tmp_path):
     assert "is not a readable feature network" in one_error_line(capsys)
 
 
+@pytest.mark.slow
 def test_sweep_scores_with_fid_in_a_feature_space(tiny_run, featnet_file, tmp_path):
     out = tmp_path / "sweep"
     args = ["sweep", "--run", str(tiny_run), "--samplers", "ddim", "--steps", "2,4", "--n", "20"]
@@ -298,6 +305,7 @@ VARIANTS = [
 
 
 @pytest.mark.parametrize("variant, column, value", VARIANTS, ids=lambda v: str(v))
+@pytest.mark.slow
 def test_eval_generates_new_samples_for_every_generation_option(
     conditional_run, featnet_file, tmp_path, capsys, variant, column, value
 ):
@@ -319,6 +327,7 @@ def test_eval_generates_new_samples_for_every_generation_option(
     assert "samples: reusing" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_two_runs_scored_into_one_folder_do_not_share_samples(featnet_file, tmp_path, capsys):
     """Same settings and step, other weights (another training seed), one --out folder."""
     for seed in (0, 7):
@@ -339,6 +348,7 @@ OLD_COLUMNS = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_an_older_metrics_csv_gets_the_new_columns_and_keeps_its_rows(
     tiny_run, featnet_file, tmp_path, caplog
 ):

@@ -104,6 +104,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,kind,K,options", CASES, ids=[f"{c[0]}-{c[2]}-{c[1]}" for c in CASES])
 def test_sampler_matches_mixture_moments(schedules, name, kind, K, options):
     out = run(name, schedules[kind], K, **options).double()

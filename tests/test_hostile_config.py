@@ -64,6 +64,7 @@ def billion_laughs() -> str:
 
 
 # Item 1. Guards: a 475-byte alias bomb ran 99 s to a MemoryError traceback.
+@pytest.mark.slow
 def test_an_alias_bomb_config_is_refused_at_once(tmp_path):
     bomb = tmp_path / "bomb.yaml"
     bomb.write_text(billion_laughs())
@@ -140,6 +141,7 @@ def test_a_huge_value_is_never_printed_in_full():
         (["diffusion.num_timesteps=1000000000"], "diffusion.num_timesteps must be an integer in"),
     ],
 )
+@pytest.mark.slow
 def test_a_config_that_cannot_fit_is_refused_before_building(tmp_path, pairs, expect):
     err = refused(
         "train", "--dataset", "digits", "--out", "run", *sets(pairs), cwd=tmp_path, expect=expect
@@ -149,6 +151,7 @@ def test_a_config_that_cannot_fit_is_refused_before_building(tmp_path, pairs, ex
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_dry_run_prints_the_estimate(tmp_path):
     code, out, err, _ = ddpm(
         "train", "--dataset", "digits", "--out", "run", "--dry-run", cwd=tmp_path
@@ -205,6 +208,7 @@ def test_the_machine_memory_is_the_ram_or_a_lower_container_limit(monkeypatch):
     assert limited.total == min(ram, 2**30) and "GB" in limited.description
 
 
+@pytest.mark.slow
 def test_every_preset_fits_the_meta_device_estimate():
     """Counting on the meta device works for every architecture the presets use."""
     from ddpm.config import load_preset, preset_names
@@ -296,6 +300,7 @@ def test_train_refuses_wrong_values_in_dry_run(tmp_path, capsys, pair, expect):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_a_nan_weight_decay_is_one_line_from_the_command_line(tmp_path):
     """Guards: train.weight_decay=nan trained into a traceback (and a 20-digit seed too)."""
     refused("train", "--dataset", "digits", "--out", "run", "--set", "train.weight_decay=.nan",
@@ -347,6 +352,7 @@ def test_sample_refuses_bad_numbers_before_sampling(tiny_run, tmp_path, capsys, 
     assert "sampler:" not in out and grid.read_bytes() == b"earlier"  # not clobbered
 
 
+@pytest.mark.slow
 def test_sample_steps_0_is_one_line_from_the_command_line(tiny_run, tmp_path):
     """Guards: `ddpm sample --steps 0` ran 50 steps and printed "0 steps, 0 NFE"."""
     refused("sample", "--run", str(tiny_run), "--steps", "0", cwd=tmp_path,

@@ -148,6 +148,7 @@ def test_idx_header_whose_size_overflows_int64(tmp_path, shape):
     assert peak < 4 * MB
 
 
+@pytest.mark.slow
 def test_idx_bomb_through_the_cli(tmp_path, baseline_rss):
     bomb = four_gib_bomb(tmp_path / "d")
     args = ["--dataset", "mnist", *sets([f"data.data_dir={tmp_path / 'd'}", *CLI_MODEL])]
@@ -224,6 +225,7 @@ def test_cifar_batch_larger_than_the_format_is_refused_unread(tmp_path):
     assert peak < 4 * MB and seconds < 5
 
 
+@pytest.mark.slow
 def test_cifar_bomb_through_the_cli(tmp_path, baseline_rss):
     batch = {b"data": Allocates("ndarray", (200_000, 3072)), b"labels": [0] * 200_000}
     bad = cifar_folder(tmp_path / "c", batch)
@@ -272,6 +274,7 @@ def test_png_of_10000x10000_is_refused_from_its_header(tmp_path, caplog, recwarn
     assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
 
 
+@pytest.mark.slow
 def test_eight_9400x9400_pngs_through_the_cli(tmp_path, baseline_rss):
     """Eight images under PIL's own bomb limit: together they decoded to 2.1 GB."""
     root = tmp_path / "pngs"

@@ -106,7 +106,7 @@ def test_snapshots_tell_appends_from_changes(tmp_path):
 def test_the_runner_measures_a_child(tmp_path):
     """Exit code, peak RSS (a child that touches 200 MB) and the timeout, on plain Python."""
     logs = tmp_path / "child"
-    code = "import sys; b = bytearray(200 << 20); sys.exit(3)"
+    code = "import sys, time; b = bytearray(200 << 20); time.sleep(0.5); sys.exit(3)"
     exit_code, _, peak = runner.run_python(["-c", code], cwd=tmp_path, env={}, logs=logs,
                                            timeout=60, memory_limit=0)  # fmt: skip
     assert exit_code == 3 and 200 < peak < 400

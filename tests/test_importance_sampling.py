@@ -161,6 +161,7 @@ def test_importance_sampling_needs_the_hybrid_loss():
     assert config.train.t_sampling == "importance"
 
 
+@pytest.mark.slow
 def test_the_training_step_weights_l_simple_and_l_vlb_and_records_raw_l_vlb(generator):
     """Warm-up step: weights 1, and the history receives the unweighted L_vlb at the drawn t.
     With a full history: loss = mean(w (L_simple + vlb_weight L_vlb)), w = 1 / (T p_t)."""
@@ -241,6 +242,7 @@ def train(out, *extra: str, resume: bool = False) -> int:
     return main(["train", *head, "--quiet", *sets(TINY), *extra])
 
 
+@pytest.mark.slow
 def test_a_tiny_run_trains_and_resumes_exactly_with_its_history(tmp_path):
     """`ddpm train` on digits with learned_range + hybrid + importance: stopped at step 6 (after
     the warm-up, so the draws depend on the history) and resumed to 12, it ends with the weights
@@ -260,6 +262,7 @@ def test_a_tiny_run_trains_and_resumes_exactly_with_its_history(tmp_path):
     assert bool(torch.isfinite(a["importance.history"]).all())
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_hold_the_one_process_history(tmp_path):
     """torchrun, 2 CPU processes of 16 rows against one process of 32: every process records the
     gathered global batch, so the saved history (and the draws that depend on it after the

@@ -173,6 +173,7 @@ def tiny_config(vlb_weight: float = 0.001):
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_training_step_minimises_l2_plus_vlb_weight_times_vlb(generator):
     config = tiny_config(0.5)
     trainer = make_trainer(config, torch.device("cpu"))
@@ -189,6 +190,7 @@ def test_training_step_minimises_l2_plus_vlb_weight_times_vlb(generator):
     assert float(loss) == pytest.approx(float((simple + 0.5 * vlb).mean()), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_validation_loss_adds_vlb_weight_times_vlb():
     data = load_dataset(tiny_config().data, "test")
     net = build_model(tiny_config())
@@ -287,6 +289,7 @@ def test_hybrid_and_learned_range_go_together():
         from_dict({"diffusion": {"loss": "hybrid", "variance": "learned_range", "vlb_weight": -1}})
 
 
+@pytest.mark.slow
 def test_only_a_learned_variance_network_has_2c_outputs():
     rgb = {"channels": 3, "image_size": 16}
     plain = build_model(from_dict({"data": rgb}))
@@ -301,6 +304,7 @@ def test_only_a_learned_variance_network_has_2c_outputs():
     assert learned(torch.zeros(2, 3, 16, 16), torch.tensor([0, 5])).shape == (2, 6, 16, 16)
 
 
+@pytest.mark.slow
 def test_train_sample_and_bits_per_dim_end_to_end(tmp_path, capsys):
     run = tmp_path / "hybrid"
     args = ["train", "--dataset", "digits", "--out", str(run), "--quiet"]

@@ -103,6 +103,7 @@ def _zero_noise_expected_bpd(betas: torch.Tensor, variance: str, pixels: np.ndar
     return (prior + decoder + dims * kl.sum()) / (dims * math.log(2))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variance", ["beta_tilde", "beta"])
 def test_zero_noise_model_matches_closed_form_bound(variance):
     betas = linear_betas(40)

@@ -35,6 +35,7 @@ def perturb(net, seed=0, scale=0.02):
     return net
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("linear_attention", [False, True])
 @pytest.mark.parametrize("block", ["resnet", "convnext"])
 @pytest.mark.parametrize("channels", [1, 3])

@@ -68,6 +68,7 @@ def test_min_snr_weights_give_min_snr_gamma_times_the_x0_error(prediction, gener
     assert torch.allclose(weighted, expected, rtol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("t_sampling", ["uniform", "lognormal", "laplace"])
 def test_every_recipe_trains(t_sampling):
     config = from_dict(

@@ -134,12 +134,14 @@ def test_sample_checks_its_outputs_before_sampling(
     assert snapshot(workdir) == before  # nothing written, nothing clobbered
 
 
+@pytest.mark.slow
 def test_sample_to_a_folder_is_one_line_from_the_command_line(tiny_run, workdir):
     before = snapshot(workdir)
     refused("sample", "--run", str(tiny_run), "--out", "adir", cwd=workdir, expect="is a folder")
     assert snapshot(workdir) == before
 
 
+@pytest.mark.slow
 def test_sample_to_a_read_only_mount_is_one_line(tiny_run, read_only_mount, tmp_path):
     err = refused("sample", "--run", str(tiny_run), "--out", str(read_only_mount / "g.png"),
                   cwd=tmp_path, expect="is not writable")  # fmt: skip
@@ -164,6 +166,7 @@ def test_sample_into_a_read_only_folder_is_one_line(tiny_run, tmp_path):
         ("afile/run", "afile is a file, not a folder"),
     ],
 )
+@pytest.mark.slow
 def test_train_checks_its_run_folder_before_training(workdir, out, expect):
     before = snapshot(workdir)
     refused("train", "--dataset", "digits", "--out", out, *sets(TINY_RUN), cwd=workdir,
@@ -171,6 +174,7 @@ def test_train_checks_its_run_folder_before_training(workdir, out, expect):
     assert snapshot(workdir) == before
 
 
+@pytest.mark.slow
 def test_train_on_a_read_only_mount_is_one_line_before_loading_data(read_only_mount, tmp_path):
     err = refused("train", "--dataset", "digits", "--out", str(read_only_mount / "run"),
                   "--dry-run", cwd=tmp_path, expect="is not writable")  # fmt: skip
@@ -207,6 +211,7 @@ def test_other_commands_check_their_outputs_first(
     assert snapshot(workdir) == before
 
 
+@pytest.mark.slow
 def test_featnet_checks_its_cache_folder_before_training(workdir):
     # the cache lives under $XDG_CACHE_HOME: here below a regular file, which fails even for root
     refused("featnet", "train", "--dataset", "digits", "--quiet", cwd=workdir,

@@ -47,6 +47,7 @@ def ddim(net: torch.nn.Module, precision: str, **kwargs) -> torch.Tensor:
         return sample_ddim(denoiser, x_T, schedule, sampling_timesteps(schedule, 10, "uniform"))
 
 
+@pytest.mark.slow
 def test_channels_last_gives_the_fp32_result():
     plain = random_net()
     fast = copy.deepcopy(plain).use_memory_format(torch.channels_last)
@@ -57,6 +58,7 @@ def test_channels_last_gives_the_fp32_result():
     assert torch.allclose(ddim(fast, "fp32"), ddim(plain, "fp32"), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_bf16_channels_last_samples_match_fp32_eager_samples():
     """The optimised sampling path (bf16 autocast, channels_last) against fp32 eager, same seed,
     DDIM-10 in [-1, 1]: bf16 keeps 8 mantissa bits (relative rounding 2^-9 = 0.2%) in every
@@ -72,6 +74,7 @@ def test_bf16_channels_last_samples_match_fp32_eager_samples():
     assert (other_net - reference).abs().mean() > 0.1
 
 
+@pytest.mark.slow
 def test_guided_sampling_calls_the_network_once_per_step_with_both_halves():
     net, calls = random_net(), []
 
@@ -128,6 +131,7 @@ def test_ema_updates_follow_the_formula(decay):
             torch.testing.assert_close(state[name].double(), value, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
 def test_sampler_callbacks_receive_copies_of_x_t_and_x_T_is_untouched(name):
     """The samplers update x_t in place; a callback that keeps x_t must see each step's value,
@@ -147,6 +151,7 @@ def test_sampler_callbacks_receive_copies_of_x_t_and_x_T_is_untouched(name):
     assert len(kept) == 4 and all(not torch.equal(a, b) for a, b in zip(kept, kept[1:]))
 
 
+@pytest.mark.slow
 def test_generate_samples_at_the_asked_precision():
     """generate()'s precision argument, else the config's sample.precision, reaches the network."""
     from dataclasses import replace
@@ -166,6 +171,7 @@ def test_generate_samples_at_the_asked_precision():
         generate(net, schedule, CONFIG, precision="fp64", **kwargs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
 def test_float64_and_channels_last_noise_give_the_float32_contiguous_samples(name):
     """A float64 x_T runs (the network still gets float32; deterministic samplers give the float32

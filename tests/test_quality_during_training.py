@@ -43,6 +43,7 @@ def rows(out: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_the_quality_curve_is_written_while_training(tmp_path, featnet_file, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # reference features cached here
     out = tmp_path / "run"
@@ -59,6 +60,7 @@ def test_the_quality_curve_is_written_while_training(tmp_path, featnet_file, mon
     assert best.step == int(min(table, key=lambda r: float(r["fid"]))["step"])
 
 
+@pytest.mark.slow
 def test_evaluations_over_their_share_of_the_time_are_skipped(
     tmp_path, featnet_file, monkeypatch, caplog
 ):
@@ -71,6 +73,7 @@ def test_evaluations_over_their_share_of_the_time_are_skipped(
     assert "over train.eval_max_fraction=0.001" in caplog.text
 
 
+@pytest.mark.slow
 def test_without_a_feature_space_training_goes_on_with_a_notice(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
     out = tmp_path / "run"
@@ -108,6 +111,7 @@ def test_the_sampler_names_of_the_config_are_the_registry_s():
     assert set(typing.get_args(SamplerName)) == set(SAMPLERS)
 
 
+@pytest.mark.slow
 def test_a_resume_drops_quality_rows_past_its_checkpoint(tmp_path, featnet_file, monkeypatch):
     """Rows written after the checkpoint a run resumes from are redone, not duplicated."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -123,6 +127,7 @@ def test_a_resume_drops_quality_rows_past_its_checkpoint(tmp_path, featnet_file,
     assert [int(r["step"]) for r in rows(out)] == [2, 4, 6, 8]
 
 
+@pytest.mark.slow
 def test_evaluations_are_not_counted_as_training_time(tmp_path, featnet_file, monkeypatch):
     """train_seconds (checkpoint and CSV) leave the evaluations out: with evaluations taking most
     of the run, training seconds plus evaluation seconds still fit in the run's wall time."""

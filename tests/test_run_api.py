@@ -46,6 +46,7 @@ def images(n: int = 6) -> torch.Tensor:
     return torch.randint(0, 256, (n, 1, 8, 8), generator=generator, dtype=torch.uint8)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", RUNS)
 def test_bits_per_dim_of_a_run_equals_the_explicit_settings(name):
     diffusion, explicit = RUNS[name]

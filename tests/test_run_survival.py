@@ -47,6 +47,7 @@ def assert_same_weights(a: Path, b: Path, step: int) -> None:
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_at_once_whatever_log_every_is(tmp_path):
     """Before: the stop waited for the next log line (here 100,000 steps away), so a SIGKILL a
     few seconds after SIGTERM (a cluster's grace period) left no checkpoint at all."""
@@ -81,6 +82,7 @@ def test_sigterm_saves_at_once_whatever_log_every_is(tmp_path):
     assert rows[-1].split(",")[0] == str(step)  # the partial log interval is logged too
 
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused_naming_the_first(tmp_path, capsys):
     """Before: two `train --resume` on one folder both ran and interleaved their checkpoints."""
     out = tmp_path / "run"
@@ -129,6 +131,7 @@ def test_a_new_run_never_overwrites_another(tmp_path, capsys):
     assert "is a file" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_killed_before_the_first_checkpoint_resumes_from_step_0(tmp_path):
     """Before: `--resume` refused with "no checkpoint"."""
     reference, killed = tmp_path / "reference", tmp_path / "killed"
@@ -170,6 +173,7 @@ def test_killed_after_the_final_checkpoint_resume_finishes_the_run(tmp_path, cap
     assert "train.num_steps" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_extending_a_cosine_run_is_refused_unless_the_rate_stays_continuous(tmp_path, capsys):
     """Before: a longer train.num_steps silently re-stretched the cosine decay (an LR jump)."""
     out = tmp_path / "run"
@@ -230,6 +234,7 @@ def test_the_best_loss_survives_a_lost_log(tmp_path):
     assert best_val_loss(out, 4) == best.val_loss
 
 
+@pytest.mark.slow
 def test_resume_is_exact_with_dropout(tmp_path):
     """Dropout masks are a function of (seed, step): stop at 4, resume to 8, same weights as an
     uninterrupted run (train.precision fp32, dropout 0.1). Exact on CPU before too, since the
@@ -257,6 +262,7 @@ def test_resume_is_exact_with_dropout_on_cuda(tmp_path):
     assert_same_weights(reference, resumed, 8)
 
 
+@pytest.mark.slow
 def test_the_lock_file_names_its_holder_and_goes_with_the_process(tmp_path):
     from ddpm.errors import DDPMError
     from ddpm.train.run_lock import RunLock
@@ -294,6 +300,7 @@ def test_a_path_that_cannot_be_written_is_one_line(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "could not write" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_sigterm_while_a_sample_grid_is_drawn_drops_the_grid(tmp_path):
     """A pre-empted run does not spend its grace period drawing pictures."""
     out = tmp_path / "run"

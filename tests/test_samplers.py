@@ -138,6 +138,7 @@ MU, S, N = 0.3, 0.5, 20_000
     ],
     ids=["ddpm-1000", "ddpm-100", "ddim-50-eta0", "ddim-100-eta1"],
 )
+@pytest.mark.slow
 def test_gaussian_data_moments(cosine, generator, sampler, K, options, std_tol):
     x_T = torch.randn(N, 1, 2, 2, generator=generator)
     out = sampler(
@@ -245,6 +246,7 @@ def tiny_run(prediction):
     [("v", "ddim", 0.0, 1e-5), ("v", "ddim", 1.0, 1e-5), ("v", "ddpm", None, 1e-5),
      ("eps", "ddim", 0.0, 1e-4)],
 )  # fmt: skip
+@pytest.mark.slow
 def test_generate_is_independent_of_batch_size(prediction, sampler, eta, atol):
     net, schedule, config = tiny_run(prediction)
     kwargs = dict(n=5, seed=3, sampler=sampler, steps=10, eta=eta, progress=False)

@@ -105,6 +105,7 @@ def test_a_cuda_training_step_makes_no_host_synchronisation():
         torch.cuda.set_sync_debug_mode("default")
 
 
+@pytest.mark.slow
 def test_seeded_dropout_compiles_without_recompiling_each_step():
     """A new generator every step must not make dynamo recompile (dropout 0.1, eager backend:
     dynamo's tracing and guards without inductor's compile time)."""

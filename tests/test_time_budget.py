@@ -48,6 +48,7 @@ def test_the_budget_extrapolates_from_its_last_agreed_reading():
     assert not budget.exhausted(44) and budget.exhausted(45)  # 30 + 35 x 2 = 100
 
 
+@pytest.mark.slow
 def test_a_run_stops_at_its_budget_saves_and_resumes_nothing_more(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "--dataset", "digits", "--out", str(out), "--quiet",

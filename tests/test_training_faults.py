@@ -18,6 +18,7 @@ TINY = [*TINY_RUN, "train.log_every=5"]
 SETS = sets(TINY)
 
 
+@pytest.mark.slow
 def test_divergence_skips_bad_steps_then_stops_with_one_line(tmp_path, capsys):
     out = tmp_path / "nan"
     code = main(["train", "--dataset", "digits", "--out", str(out), "--quiet", *SETS,
@@ -35,6 +36,7 @@ def test_divergence_skips_bad_steps_then_stops_with_one_line(tmp_path, capsys):
         assert all(t.isfinite().all() for k, t in load_file(path).items() if k.startswith("model."))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_saves_a_checkpoint_and_the_run_resumes(tmp_path, signum):
     out = tmp_path / "stopped"

@@ -61,6 +61,7 @@ def record_labels(model: torch.nn.Module) -> list[torch.Tensor]:
     return seen
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rate", [0.0, 0.3, 1.0])
 def test_labels_are_dropped_to_the_null_class_at_train_label_dropout(rate):
     config = config_with(model={"num_classes": 3}, train={"label_dropout": rate})
@@ -87,6 +88,7 @@ def gradient_norm(model: torch.nn.Module) -> float:
     ).item()
 
 
+@pytest.mark.slow
 def test_gradients_are_clipped_to_train_grad_clip_and_the_step_reports_the_norm_before():
     x0 = torch.rand(16, 1, 8, 8) * 2 - 1
     norms = {}
