@@ -32,7 +32,9 @@ FIXED_ON_RESUME = {
 
 
 def config_keys() -> set[str]:
-    return {f"{section}.{key}" for section, values in to_dict(RunConfig()).items() for key in values}
+    return {
+        f"{section}.{key}" for section, values in to_dict(RunConfig()).items() for key in values
+    }
 
 
 def test_every_config_field_is_either_resumable_or_fixed():
