@@ -57,3 +57,12 @@ def tiny_run(tmp_path_factory) -> Path:
     before = _snapshot(run)
     yield run
     assert _snapshot(run) == before, f"a test wrote into the shared run {run}"
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """A private cache and working directory, so no test sees another's files or ./data."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)

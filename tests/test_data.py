@@ -22,13 +22,7 @@ from ddpm.errors import DDPMError
 SYSTEM_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    """A private cache and working directory, so no test sees another's files or ./data."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
+pytestmark = pytest.mark.usefixtures("isolated")  # tests/conftest.py
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

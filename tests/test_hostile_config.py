@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import TINY_MODEL, sets
+from tiny import sets
 
 import ddpm.resources as resources
 from ddpm.builders import build_model
@@ -307,27 +307,6 @@ def test_a_nan_weight_decay_is_one_line_from_the_command_line(tmp_path):
             "--set", "train.seed=12345678901234567890", cwd=tmp_path,
             expect="train.weight_decay must be a finite number >= 0, got nan")  # fmt: skip
     assert not (tmp_path / "run").exists()
-
-
-TINY_RUN = [
-    *TINY_MODEL,
-    "train.num_steps=2",
-    "train.batch_size=8",
-    "train.checkpoint_every=2",
-    "train.sample_every=2",
-    "train.num_sample_images=2",
-    "train.val_images=0",
-    "sample.steps=2",
-]
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("runs") / "run"
-    assert (
-        main(["train", "--dataset", "digits", "--out", str(run), "--quiet", *sets(TINY_RUN)]) == 0
-    )
-    return run
 
 
 @pytest.mark.parametrize(

@@ -44,13 +44,7 @@ from ddpm.safe_text import printable
 IDX_IMAGES = "train-images-idx3-ubyte"
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    """A private cache and working directory, so no test sees another's files or ./data."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
+pytestmark = pytest.mark.usefixtures("isolated")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tiny import TINY_MODEL, sets
+from tiny import TINY_RUN, sets
 
 from ddpm.cli import main
 from ddpm.errors import DDPMError
@@ -23,26 +23,7 @@ from ddpm.output_paths import check_output_file, check_output_folder
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 FAST = 30.0  # seconds: a Python start with torch on a loaded machine; the work took minutes
-TINY_RUN = [
-    *TINY_MODEL,
-    "train.num_steps=2",
-    "train.batch_size=8",
-    "train.checkpoint_every=2",
-    "train.sample_every=2",
-    "train.num_sample_images=2",
-    "train.val_images=0",
-    "sample.steps=2",
-]
 as_root = os.geteuid() == 0
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("runs") / "run"
-    assert (
-        main(["train", "--dataset", "digits", "--out", str(run), "--quiet", *sets(TINY_RUN)]) == 0
-    )
-    return run
 
 
 @pytest.fixture
