@@ -3,7 +3,6 @@ evaluation suite) or a folder of PNG/JPEG files, so that samples from any tool a
 
 from __future__ import annotations
 
-import warnings
 import zipfile
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ..data.decode import MAX_PIXELS
+from ..data.decode import MAX_PIXELS, pil_bomb_warnings_silenced
 from ..errors import DDPMError
 from ..files import atomic_output
 from ..resources import device_memory
@@ -94,9 +93,7 @@ def _read_folder(path: Path) -> np.ndarray:
     budget, total, arrays = _ram_bytes() // 2, 0, []
     for file in files:
         try:
-            with warnings.catch_warnings():
-                # PIL warns from 89 MP on; the limit below is stricter and says so in one line
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with pil_bomb_warnings_silenced():  # the limit below is stricter, in one line
                 opened = Image.open(file)
             with opened as image:
                 width, height = image.size
