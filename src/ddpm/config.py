@@ -3,7 +3,15 @@
 Sources, later ones winning: dataclass defaults < preset YAML < --config YAML < --set overrides
 (read by ddpm.config_yaml). Unknown keys, wrong types and values out of a field's range
 (ddpm.config_bounds: declared in the field's type, checked whenever a section is built) are
-`DDPMError`s naming the key.
+`DDPMError`s naming the key. The defaults form a valid run: the embedded 8x8 digits with a U-Net
+for them (RunConfig checks the U-Net against data.image_size and data.channels).
+
+The sections live here together, not each beside the code it configures (as nanoGPT keeps GPTConfig
+beside GPT), on purpose: this module is the configuration reference (every key `--set` reaches,
+with its type, bound, default and why, in one file); the sections check one another (the U-Net
+against the image size, sample.steps against diffusion.num_timesteps, augment_p against
+augment_dim); and it imports no torch and no ddpm module but its bounds, YAML reader and errors,
+so the model, data, training and sampling code can all import it without an import cycle.
 """
 
 from __future__ import annotations
@@ -11,10 +19,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
+from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
 from .config_bounds import (
@@ -26,9 +35,14 @@ from .config_bounds import (
     Probability,
     Seed,
     check_fields,
+    coerce,
 )
 from .config_yaml import load_yaml, parse_overrides, parse_yaml  # noqa: F401 (re-exported)
 from .errors import DDPMError, shorten
+
+# field metadata of the keys `ddpm train --resume` lets change (RESUMABLE_KEYS); a field without it
+# is fixed for the run's life (tests/test_resume_keys.py makes every new field choose)
+RESUMABLE: Mapping[str, bool] = MappingProxyType({"resumable": True})
 
 
 def _require(condition: bool, message: str) -> None:
@@ -98,18 +112,19 @@ class DiffusionConfig:
 
 @dataclass(frozen=True)
 class UNetConfig:
-    base_channels: PositiveInt = 64
-    channel_mult: tuple[PositiveInt, ...] = (1, 2, 2, 2)
-    num_res_blocks: PositiveInt = 2
-    attention_resolutions: tuple[PositiveInt, ...] = (16,)
+    # the defaults are the network of the default data (the 8x8 digits): two levels, 8x8 and 4x4
+    base_channels: PositiveInt = 32
+    channel_mult: tuple[PositiveInt, ...] = (1, 2)
+    num_res_blocks: PositiveInt = 1
+    attention_resolutions: tuple[PositiveInt, ...] = (4,)
     attention_head_dim: PositiveInt = 32
     linear_attention: bool = False  # linear attention at the levels without full attention
     block: Literal["resnet", "convnext"] = "resnet"
     # how the time/class embedding enters a block: scale-shift of the normalised features (Dhariwal
     # & Nichol 2021) or a plain additive bias (Ho et al. 2020's original U-Net)
     conditioning: Literal["scale_shift", "additive"] = "scale_shift"
-    dropout: Annotated[float, Bounds(ge=0, lt=1)] = 0.1
-    num_groups: PositiveInt = 32
+    dropout: Annotated[float, Bounds(ge=0, lt=1)] = 0.0
+    num_groups: PositiveInt = 8
     # > 0: class-conditional, with one extra null class for guidance
     num_classes: NonNegativeInt = 0
     # 6: the network takes the parameters of data.augment_p's augmentation (ddpm.augment) as
@@ -122,10 +137,41 @@ class UNetConfig:
         _require(self.augment_dim in (0, 6), "model.augment_dim must be 0 (none) or 6")
 
 
+def check_unet_config(config: UNetConfig, *, image_size: int, in_channels: int) -> None:
+    """Raise DDPMError if the U-Net cannot take images of this size and channel count: each level
+    halves the image evenly, attention sits at resolutions the net has, widths divide into groups.
+    RunConfig checks it for data.image_size and data.channels; ddpm.models.UNet again for its own."""
+    levels = len(config.channel_mult)
+    factor = 2 ** (levels - 1)
+    if levels < 1 or min(config.channel_mult) < 1 or config.base_channels < 1:
+        raise DDPMError("model.channel_mult and model.base_channels must be positive")
+    if image_size < factor or image_size % factor:
+        raise DDPMError(
+            f"image size {image_size} cannot be halved {levels - 1} times evenly for "
+            f"model.channel_mult={list(config.channel_mult)}; use a multiple of {factor} "
+            f"or fewer levels"
+        )
+    resolutions = {image_size // 2**i for i in range(levels)}
+    bad = sorted(set(config.attention_resolutions) - resolutions)
+    if bad:
+        raise DDPMError(
+            f"model.attention_resolutions {bad} are not resolutions of this U-Net "
+            f"(it has {sorted(resolutions, reverse=True)})"
+        )
+    for mult in config.channel_mult:
+        if (config.base_channels * mult) % config.num_groups:
+            raise DDPMError(
+                f"model.base_channels * channel_mult ({config.base_channels * mult}) "
+                f"must be divisible by model.num_groups ({config.num_groups})"
+            )
+    if in_channels < 1 or config.num_res_blocks < 1 or config.num_classes < 0:
+        raise DDPMError("channels and model.num_res_blocks must be >= 1, num_classes >= 0")
+
+
 @dataclass(frozen=True)
 class DataConfig:
     dataset: str = "digits"
-    data_dir: str | None = None
+    data_dir: str | None = field(default=None, metadata=RESUMABLE)
     image_size: PositiveInt = 8
     channels: PositiveInt = 1
     random_flip: bool = False
@@ -142,10 +188,11 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    num_steps: PositiveInt = 5000
-    batch_size: PositiveInt = 128
-    lr: PositiveFloat = 2e-4
-    lr_schedule: Literal["constant", "cosine"] = "constant"
+    num_steps: PositiveInt = field(default=5000, metadata=RESUMABLE)
+    batch_size: PositiveInt = field(default=128, metadata=RESUMABLE)
+    # resumable: an explicit change of the rate from the resumed step on (logged)
+    lr: PositiveFloat = field(default=2e-4, metadata=RESUMABLE)
+    lr_schedule: Literal["constant", "cosine"] = field(default="constant", metadata=RESUMABLE)
     warmup_steps: NonNegativeInt = 500
     weight_decay: NonNegativeFloat = 0.0
     grad_clip: NonNegativeFloat = 1.0  # 0: no clipping
@@ -158,15 +205,17 @@ class TrainConfig:
     # auto: bf16 autocast where the hardware has bf16 arithmetic (CPUs with AVX512-BF16 or AMX,
     # CUDA GPUs that support it), else fp32; see ddpm.precision.resolve_precision
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    compile: bool = False
-    log_every: PositiveInt = 50
-    checkpoint_every: PositiveInt = 1000
-    keep_checkpoints: NonNegativeInt = 3  # 0: keep all
-    sample_every: PositiveInt = 1000
-    num_sample_images: PositiveInt = 64
+    compile: bool = field(default=False, metadata=RESUMABLE)
+    log_every: PositiveInt = field(default=50, metadata=RESUMABLE)
+    checkpoint_every: PositiveInt = field(default=1000, metadata=RESUMABLE)
+    keep_checkpoints: NonNegativeInt = field(default=3, metadata=RESUMABLE)  # 0: keep all
+    sample_every: PositiveInt = field(default=1000, metadata=RESUMABLE)
+    num_sample_images: PositiveInt = field(default=64, metadata=RESUMABLE)
     label_dropout: Probability = 0.1  # class-conditional only: probability of the null class
-    val_images: NonNegativeInt = 256  # test images for the validation loss at each checkpoint
-    max_nonfinite_steps: PositiveInt = 5  # consecutive skipped (non-finite) steps: run stops
+    # test images for the validation loss at each checkpoint
+    val_images: NonNegativeInt = field(default=256, metadata=RESUMABLE)
+    # consecutive skipped (non-finite) steps: run stops
+    max_nonfinite_steps: PositiveInt = field(default=5, metadata=RESUMABLE)
     # the noise levels a step visits (ddpm.noise_levels): uniform t (Ho et al. 2020), lognormal
     # sigma (Karras et al. 2022: ln sigma ~ N(p_mean, p_std^2)), laplace log-SNR (Hang et al. 2024),
     # importance: p_t ~ sqrt(E[L_vlb,t^2]) over 10 values per t, weight 1 / (T p_t) (Nichol &
@@ -183,12 +232,12 @@ class TrainConfig:
     # training minutes ("10m"; "" for never), eval_n images from eval_sampler at eval_steps,
     # scored in eval_features ("" = the feature network named after the dataset), at most
     # eval_max_fraction of the training time
-    eval_every: str = ""
-    eval_n: Annotated[int, Bounds(ge=2)] = 1000
-    eval_features: str = ""
-    eval_sampler: SamplerName = "dpmpp-2m"
-    eval_steps: PositiveInt = 20
-    eval_max_fraction: PositiveFloat = 0.1
+    eval_every: str = field(default="", metadata=RESUMABLE)
+    eval_n: Annotated[int, Bounds(ge=2)] = field(default=1000, metadata=RESUMABLE)
+    eval_features: str = field(default="", metadata=RESUMABLE)
+    eval_sampler: SamplerName = field(default="dpmpp-2m", metadata=RESUMABLE)
+    eval_steps: PositiveInt = field(default=20, metadata=RESUMABLE)
+    eval_max_fraction: PositiveFloat = field(default=0.1, metadata=RESUMABLE)
 
     def __post_init__(self) -> None:
         check_fields(self, "train")
@@ -206,16 +255,18 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class SampleConfig:
-    sampler: SamplerName = "ddim"
-    steps: PositiveInt = 50  # at most diffusion.num_timesteps
-    eta: Probability = 0.0
-    spacing: Literal["uniform", "quadratic", "trailing", "karras"] = "uniform"
-    batch_size: PositiveInt = 256
+    sampler: SamplerName = field(default="ddim", metadata=RESUMABLE)
+    steps: PositiveInt = field(default=50, metadata=RESUMABLE)  # at most diffusion.num_timesteps
+    eta: Probability = field(default=0.0, metadata=RESUMABLE)
+    spacing: Literal["uniform", "quadratic", "trailing", "karras"] = field(
+        default="uniform", metadata=RESUMABLE
+    )
+    batch_size: PositiveInt = field(default=256, metadata=RESUMABLE)
     # the network's autocast while sampling; auto as train.precision (bf16 where it is fast)
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = field(default="auto", metadata=RESUMABLE)
     # torch.compile the network for sampling: about a minute to compile, then faster steps; pays
     # for long sampling jobs (eval, DDPM-1000, large n); see the README, Performance
-    compile: bool = False
+    compile: bool = field(default=False, metadata=RESUMABLE)
 
     def __post_init__(self) -> None:
         check_fields(self, "sample")
@@ -230,6 +281,9 @@ class RunConfig:
     sample: SampleConfig = field(default_factory=SampleConfig)
 
     def __post_init__(self) -> None:
+        check_unet_config(
+            self.model, image_size=self.data.image_size, in_channels=self.data.channels
+        )
         _require(
             self.data.augment_p == 0 or self.model.augment_dim == 6,
             "data.augment_p > 0 needs model.augment_dim=6 (the augmentation's conditioning)",
@@ -251,36 +305,18 @@ class RunConfig:
             )
 
 
-SECTIONS = {f.name: f.type for f in dataclasses.fields(RunConfig)}
-# Keys that may change when a run resumes: they do not alter the model or what was trained so far.
-RESUMABLE_KEYS = {
-    "train.batch_size",
-    "train.val_images",
-    "train.max_nonfinite_steps",
-    "train.num_steps",
-    "train.lr",  # an explicit change of the rate from the resumed step on (logged)
-    "train.lr_schedule",
-    "train.eval_every",
-    "train.eval_n",
-    "train.eval_features",
-    "train.eval_sampler",
-    "train.eval_steps",
-    "train.eval_max_fraction",
-    "train.log_every",
-    "train.checkpoint_every",
-    "train.keep_checkpoints",
-    "train.sample_every",
-    "train.num_sample_images",
-    "train.compile",
-    "data.data_dir",
-    "sample.sampler",
-    "sample.steps",
-    "sample.eta",
-    "sample.spacing",
-    "sample.batch_size",
-    "sample.precision",
-    "sample.compile",
+# section name -> its dataclass, e.g. "model" -> UNetConfig
+SECTIONS: dict[str, type[Any]] = {
+    name: type(section) for name, section in vars(RunConfig()).items()
 }
+# Keys that may change when a run resumes (the fields marked RESUMABLE): they do not alter the model
+# or what was trained so far.
+RESUMABLE_KEYS = frozenset(
+    f"{section}.{f.name}"
+    for section, cls in SECTIONS.items()
+    for f in dataclasses.fields(cls)
+    if f.metadata.get("resumable")
+)
 
 
 def to_dict(config: RunConfig) -> dict[str, dict[str, Any]]:
@@ -322,44 +358,8 @@ def _replace_checked(section: Any, values: dict[str, Any], *, prefix: str) -> An
             f"unknown config key(s) {_few([f'{prefix}.{k}' for k in unknown])}; "
             f"known in {prefix}: {sorted(hints)}"
         )
-    converted = {k: _coerce(v, hints[k], f"{prefix}.{k}") for k, v in values.items()}
+    converted = {k: coerce(v, hints[k], f"{prefix}.{k}") for k, v in values.items()}
     return dataclasses.replace(section, **converted)
-
-
-def _coerce(value: Any, hint: Any, key: str) -> Any:
-    """Check `value` against a type hint, converting lists to tuples and ints to floats."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is Literal:
-        if value not in args:
-            raise DDPMError(f"{key} must be one of {list(args)}, got {shorten(value)}")
-        return value
-    if origin in (types.UnionType, typing.Union):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], key)
-    if origin is tuple:
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = [value]
-        if not isinstance(value, (list, tuple)):
-            raise DDPMError(f"{key} must be a list, got {shorten(value)}")
-        return tuple(_coerce(v, args[0], key) for v in value)
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    if hint is str and isinstance(value, int) and not isinstance(value, bool):
-        return str(value)  # a count of steps in a key that also takes a duration ("500", "10m")
-    if hint is bool and not isinstance(value, bool):
-        raise DDPMError(f"{key} must be true or false, got {shorten(value)}")
-    if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise DDPMError(f"{key} must be an integer, got {shorten(value)}")
-    if not isinstance(value, hint):
-        raise DDPMError(f"{key} must be of type {hint.__name__}, got {shorten(value)}")
-    return value
 
 
 def preset_names() -> list[str]:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import types
 import typing
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from .errors import DDPMError, shorten
 
@@ -100,3 +101,40 @@ def _check(value: Any, hint: Any, key: str) -> None:
 
 def _range(bounds: list[Bounds]) -> str:
     return "".join(f" {b.describe()}" for b in bounds)
+
+
+def coerce(value: Any, hint: Any, key: str) -> Any:
+    """`value` (from YAML, JSON or --set) checked against a field's type hint, lists converted to
+    tuples and ints to floats; a DDPMError naming `key` if it does not fit. Ranges: check_fields."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        if value not in args:
+            raise DDPMError(f"{key} must be one of {list(args)}, got {shorten(value)}")
+        return value
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return coerce(value, inner[0], key)
+    if origin is tuple:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise DDPMError(f"{key} must be a list, got {shorten(value)}")
+        return tuple(coerce(v, args[0], key) for v in value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if hint is str and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # a count of steps in a key that also takes a duration ("500", "10m")
+    if hint is bool and not isinstance(value, bool):
+        raise DDPMError(f"{key} must be true or false, got {shorten(value)}")
+    if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise DDPMError(f"{key} must be an integer, got {shorten(value)}")
+    if not isinstance(value, hint):
+        raise DDPMError(f"{key} must be of type {hint.__name__}, got {shorten(value)}")
+    return value

@@ -15,8 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import UNetConfig
-from ..errors import DDPMError
+from ..config import UNetConfig, check_unet_config
 from .layers import (
     ConvNeXtBlock,
     Downsample,
@@ -38,35 +37,6 @@ class Stage(nn.ModuleList):
         for layer in self:
             x = layer(x, emb)
         return x
-
-
-def check_unet_config(config: UNetConfig, *, image_size: int, in_channels: int) -> None:
-    """Raise DDPMError if the U-Net cannot take images of this size and channel count."""
-    levels = len(config.channel_mult)
-    factor = 2 ** (levels - 1)
-    if levels < 1 or min(config.channel_mult) < 1 or config.base_channels < 1:
-        raise DDPMError("model.channel_mult and model.base_channels must be positive")
-    if image_size < factor or image_size % factor:
-        raise DDPMError(
-            f"image size {image_size} cannot be halved {levels - 1} times evenly for "
-            f"model.channel_mult={list(config.channel_mult)}; use a multiple of {factor} "
-            f"or fewer levels"
-        )
-    resolutions = {image_size // 2**i for i in range(levels)}
-    bad = sorted(set(config.attention_resolutions) - resolutions)
-    if bad:
-        raise DDPMError(
-            f"model.attention_resolutions {bad} are not resolutions of this U-Net "
-            f"(it has {sorted(resolutions, reverse=True)})"
-        )
-    for mult in config.channel_mult:
-        if (config.base_channels * mult) % config.num_groups:
-            raise DDPMError(
-                f"model.base_channels * channel_mult ({config.base_channels * mult}) "
-                f"must be divisible by model.num_groups ({config.num_groups})"
-            )
-    if in_channels < 1 or config.num_res_blocks < 1 or config.num_classes < 0:
-        raise DDPMError("channels and model.num_res_blocks must be >= 1, num_classes >= 0")
 
 
 class UNet(nn.Module):
