@@ -34,7 +34,9 @@ def test_the_configuration_table_lists_every_key_with_its_default_and_resume_rul
     rows = config_rows()
     config = to_dict(RunConfig())
     keys = {f"{section}.{key}" for section, values in config.items() for key in values}
-    assert set(rows) == keys, f"missing {sorted(keys - set(rows))}, stale {sorted(set(rows) - keys)}"
+    assert set(rows) == keys, (
+        f"missing {sorted(keys - set(rows))}, stale {sorted(set(rows) - keys)}"
+    )
     for key, (default, resume) in rows.items():
         section, name = key.split(".")
         assert default == shown(config[section][name]), key
