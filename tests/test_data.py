@@ -17,6 +17,8 @@ from PIL import Image
 
 from ddpm.config import DataConfig
 from ddpm.data import load_dataset
+from ddpm.data.resize import crop_and_resize
+from ddpm.data.roots import find_root, search_roots
 from ddpm.errors import DDPMError
 
 SYSTEM_FMNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -172,6 +174,45 @@ def test_celeba_layout_crop_and_official_split(tmp_path):
     train, test = load_dataset(config, "train"), load_dataset(config, "test")
     assert train.images.shape == (4, 3, 64, 64) and test.images.shape == (2, 3, 64, 64)
     assert float(train.images.float().mean()) > 245  # only the white crop survives
+
+
+@pytest.mark.parametrize(
+    "shape", [(218, 178), (100, 301), (301, 100), (17, 33), (64, 65), (139, 141)]
+)
+def test_crop_and_resize_is_pils_centred_crop_and_bicubic_resize(shape):
+    """Both recipes against PIL called directly: the corner of a centred box rounds half to even
+    (as torchvision's center_crop), the resize is PIL's bicubic, antialiased at any scale."""
+    h, w = shape
+    pixels = np.random.default_rng(h * w).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    for size in (8, 16, 64):
+        # a folder: the shorter side scaled to `size`, then the centred square
+        scaled = (size, size * h // w) if w <= h else (size * w // h, size)
+        left, top = round((scaled[0] - size) / 2), round((scaled[1] - size) / 2)
+        resized = image.resize(scaled, Image.Resampling.BICUBIC)
+        expected = resized.crop((left, top, left + size, top + size))
+        assert np.array_equal(np.asarray(crop_and_resize(size)(image)), np.asarray(expected))
+        # CelebA: the centred square of side min(140, w, h), then resized to size x size
+        side = min(140, w, h)
+        left, top = round((w - side) / 2), round((h - side) / 2)
+        square = image.crop((left, top, left + side, top + side))
+        expected = square.resize((size, size), Image.Resampling.BICUBIC)
+        found = crop_and_resize(size, crop=140)(image)
+        assert np.array_equal(np.asarray(found), np.asarray(expected))
+
+
+def test_find_root_tries_each_root_then_its_subfolders(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder in (a / "x", b, b / "x"):
+        folder.mkdir(parents=True)
+        (folder / "marker").touch()
+    roots = search_roots(str(a), b)
+    assert roots == [a, b] and search_roots(None, b) == [b] and search_roots("", b) == [b]
+    holds = lambda folder: (folder / "marker").is_file()  # noqa: E731
+    assert find_root(roots, ["x"], holds) == a / "x"  # data_dir's sub-folder before ./data
+    assert find_root([b, a], ["x"], holds) == b  # a root before its own sub-folders
+    assert find_root(roots, [], holds) == b
+    assert find_root(roots, ["x"], lambda folder: False) is None
 
 
 def test_folder_with_classes_mixed_sizes_and_a_corrupt_file(tmp_path, caplog):

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from ddpm.config import from_dict, load_preset
-from ddpm.data import InMemoryBatches, seeded_generator
+from ddpm.data import InMemoryBatches
 from ddpm.diffusion import gather, training_loss
 from ddpm.models import DropoutNoise, SeededDropout
+from ddpm.rng import seeded_generator
 from ddpm.schedules import make_schedule
 from ddpm.train import make_trainer
 

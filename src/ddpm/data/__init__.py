@@ -1,6 +1,6 @@
-from ..rng import seeded_generator, step_generator  # re-exported: their old home
 from .batches import InMemoryBatches
-from .dataset import DATASETS, ImageData, check_labels, load_dataset
+from .dataset import DATASETS, check_labels, load_dataset
+from .image_data import ImageData
 
 __all__ = [
     "DATASETS",
@@ -8,6 +8,4 @@ __all__ = [
     "InMemoryBatches",
     "check_labels",
     "load_dataset",
-    "seeded_generator",
-    "step_generator",
 ]

@@ -10,40 +10,29 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from PIL import Image
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import functional as TF
 
 from ..errors import DDPMError
 from ..safe_text import printable
-from .dataset import ImageData, Split
 from .folder import split_files
+from .image_data import ImageData, Split
 from .images import decode_images, list_images
+from .resize import crop_and_resize
+from .roots import find_root, search_roots
 
 CROP = 140
 PARTITION = {"train": "0", "test": "2"}
 
 
-def crop_and_resize(size: int):
-    def apply(image: Image.Image) -> Image.Image:
-        side = min(CROP, *image.size)
-        image = TF.center_crop(image, [side, side])
-        return TF.resize(
-            image, [size, size], interpolation=InterpolationMode.BICUBIC, antialias=True
+def locate(data_dir: str | None) -> Path:
+    """The folder holding img_align_celeba/ (and perhaps list_eval_partition.txt)."""
+    roots = search_roots(data_dir, Path("data"), Path("data") / "celeba")
+    root = find_root(roots, ["celeba"], lambda folder: (folder / "img_align_celeba").is_dir())
+    if root is None:
+        looked = ", ".join(printable(r) for r in roots)
+        raise DDPMError(
+            f"CelebA's img_align_celeba/ folder not found under {looked}; pass --data-dir"
         )
-
-    return apply
-
-
-def find_root(data_dir: str | None) -> Path:
-    roots = [Path(data_dir)] if data_dir else []
-    roots += [Path("data"), Path("data") / "celeba"]
-    for root in roots:
-        for folder in (root, root / "celeba"):
-            if (folder / "img_align_celeba").is_dir():
-                return folder
-    looked = ", ".join(printable(r) for r in roots)
-    raise DDPMError(f"CelebA's img_align_celeba/ folder not found under {looked}; pass --data-dir")
+    return root
 
 
 def read_partition(root: Path) -> dict[str, str] | None:
@@ -62,7 +51,7 @@ def read_partition(root: Path) -> dict[str, str] | None:
 
 
 def load_celeba64(data_dir: str | None, split: Split, *, image_size: int = 64) -> ImageData:
-    root = find_root(data_dir)
+    root = locate(data_dir)
     folder = root / "img_align_celeba"
     paths = list_images(folder)
     if not paths:
@@ -74,7 +63,8 @@ def load_celeba64(data_dir: str | None, split: Split, *, image_size: int = 64) -
         paths = [p for p in paths if partition.get(p.name) == PARTITION[split]]
         if not paths:
             raise DDPMError(f"no file of {printable(folder)} is listed in the {split} partition")
-    images, kept = decode_images(paths, preprocess=crop_and_resize(image_size), channels=3,
-                                 size=image_size, recipe={"dataset": "celeba", "crop": CROP},
+    images, kept = decode_images(paths, preprocess=crop_and_resize(image_size, crop=CROP),
+                                 channels=3, size=image_size,
+                                 recipe={"dataset": "celeba", "crop": CROP},
                                  where=f"{printable(folder)} ({split})")  # fmt: skip
     return ImageData(images=torch.from_numpy(images), labels=None, num_classes=0, name="celeba64")

@@ -20,7 +20,8 @@ import torch
 
 from ..errors import DDPMError
 from ..safe_text import printable
-from .dataset import ImageData, Split
+from .image_data import ImageData, Split
+from .roots import find_root, search_roots
 
 FOLDER = "cifar-10-batches-py"
 BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
@@ -98,20 +99,19 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
                         f"({type(error).__name__}: {reason})") from None  # fmt: skip
 
 
-def find_root(data_dir: str | None) -> Path:
-    roots = [Path(data_dir)] if data_dir else []
-    roots.append(Path("data"))
-    for root in roots:
-        for folder in (root, root / FOLDER):
-            if (folder / "test_batch").is_file():
-                return folder
-    looked = ", ".join(f"{printable(r)} and {printable(r / FOLDER)}" for r in roots)
-    raise DDPMError(f"CIFAR-10 python batches not found in {looked}; download and unpack "
-                    f"cifar-10-python.tar.gz and pass --data-dir")  # fmt: skip
+def locate(data_dir: str | None) -> Path:
+    """The folder holding the batch files."""
+    roots = search_roots(data_dir, Path("data"))
+    root = find_root(roots, [FOLDER], lambda folder: (folder / "test_batch").is_file())
+    if root is None:
+        looked = ", ".join(f"{printable(r)} and {printable(r / FOLDER)}" for r in roots)
+        raise DDPMError(f"CIFAR-10 python batches not found in {looked}; download and unpack "
+                        f"cifar-10-python.tar.gz and pass --data-dir")  # fmt: skip
+    return root
 
 
 def load_cifar10(split: Split, data_dir: str | None) -> ImageData:
-    root = find_root(data_dir)
+    root = locate(data_dir)
     parts = [read_batch(root / name) for name in BATCHES[split]]
     images = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .dataset import ImageData, Split
+from .image_data import ImageData, Split
 
 NUM_TEST = 297
 

@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import os
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from PIL import Image
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import functional as TF
 
 from ..errors import DDPMError
 from ..safe_text import printable
-from .dataset import ImageData, Split
+from .image_data import ImageData, Split
 from .images import decode_images, list_images
+from .resize import crop_and_resize
 
 TEST_FRACTION = 20  # 1 in 20 files is in the test split
 
@@ -29,14 +26,6 @@ TEST_FRACTION = 20  # 1 in 20 files is in the test split
 def in_test_split(relative: str) -> bool:
     # fsencode: a name that is not UTF-8 hashes as its own bytes instead of raising
     return zlib.crc32(os.fsencode(relative)) % TEST_FRACTION == 0
-
-
-def resize_center_crop(size: int) -> Callable[[Image.Image], Image.Image]:
-    def apply(image: Image.Image) -> Image.Image:
-        image = TF.resize(image, size, interpolation=InterpolationMode.BICUBIC, antialias=True)
-        return TF.center_crop(image, [size, size])
-
-    return apply
 
 
 def split_files(root: Path, paths: list[Path], split: Split) -> list[Path]:
@@ -58,7 +47,7 @@ def load_folder(root: str | None, split: Split, *, image_size: int, channels: in
     if not paths:
         raise DDPMError(f"no images (png, jpg, jpeg, webp, bmp) in {printable(root_path)}")
     paths = split_files(root_path, paths, split)
-    images, kept = decode_images(paths, preprocess=resize_center_crop(image_size), channels=channels,
+    images, kept = decode_images(paths, preprocess=crop_and_resize(image_size), channels=channels,
                                  size=image_size, recipe={"dataset": "folder"},
                                  where=f"{printable(root_path)} ({split})")  # fmt: skip
     parts = [paths[i].relative_to(root_path).parts for i in kept]

@@ -1,10 +1,10 @@
 """Decoding folders of image files once into a cached uint8 array.
 
-Each file is opened with PIL, converted to RGB or grayscale, centre-cropped and resized by a
-caller-given function (ddpm.data.decode, which also holds the policy for huge images); a file that
-cannot be decoded, or is over the pixel limit, is skipped with a warning naming it, and images
-upscaled more than 2x are counted in one warning per load. The
-result is cached under the user's cache folder (never beside the data), keyed by the file list,
+Each file is opened with PIL, converted to RGB or grayscale, and centre-cropped and resized by a
+caller-given function (from ddpm.data.resize) in ddpm.data.decode, which also holds the policy for
+huge images; a file that cannot be decoded, or is over the pixel limit, is skipped with a warning
+naming it, and images upscaled more than 2x are counted in one warning per load. The result is
+cached under the user's cache folder (never beside the data), keyed by the file list,
 sizes, modification times and the preprocessing, and memory-mapped on later runs, so a large
 dataset is decoded once and then read from the page cache without filling memory.
 """

@@ -14,8 +14,9 @@ import torch
 from ..errors import DDPMError
 from ..safe_text import printable
 from .cache import cache_dir
-from .dataset import ImageData, Split
 from .idx import idx_shape, read_idx, shown_shape
+from .image_data import ImageData, Split
+from .roots import search_roots
 
 FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}  # fmt: skip
@@ -33,11 +34,8 @@ SOURCES = {
 def candidate_folders(name: str, data_dir: str | None) -> list[Path]:
     """Where the IDX files of `name` are looked for, in order."""
     tv = SOURCES[name]["torchvision"]
-    roots = [Path(data_dir)] if data_dir else []
-    roots += [Path("data"), cache_dir() / "datasets"]
-    folders = []
-    for root in roots:
-        folders += [root, root / name, root / tv / "raw"]
+    roots = search_roots(data_dir, Path("data"), cache_dir() / "datasets")
+    folders = [f for root in roots for f in (root, root / name, root / tv / "raw")]
     return folders + [Path(p) for p in SOURCES[name]["system"]]
 
 
