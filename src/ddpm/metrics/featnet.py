@@ -103,7 +103,9 @@ def save_featnet(net: FeatureNet, info: FeatNetInfo, path: Path) -> Path:
     return path
 
 
-def load_featnet(name_or_path: str, *, device: torch.device | str = "cpu"):
+def load_featnet(
+    name_or_path: str, *, device: torch.device | str = "cpu"
+) -> tuple[FeatureNet, FeatNetInfo]:
     """-> (FeatureNet in eval mode, FeatNetInfo) from a cache name ("fashion-mnist") or a file."""
     path = Path(name_or_path)
     if path.suffix != ".safetensors":
