@@ -42,9 +42,11 @@ test-fast: install
 bench: install
 	$(VENV)/bin/ddpm bench --preset digits
 
+# ruff, then mypy (strict on src/ddpm; its configuration and relaxations are in pyproject.toml)
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info

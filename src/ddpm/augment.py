@@ -21,6 +21,7 @@ Order, as EDM's pipeline applies them: x-flip, y-flip, rotation, translation. Im
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -59,7 +60,7 @@ def draw_augment(
     generator's device: gates, then quarter turns, then shifts. A shift is one of the
     (2m + 1)^2 - 1 non-zero offsets, uniformly; with m = 0 (images under 8 pixels) all zeros."""
 
-    def mine(draw, shape: tuple[int, ...]) -> torch.Tensor:
+    def mine(draw: Callable[..., torch.Tensor], shape: tuple[int, ...]) -> torch.Tensor:
         return global_batch_rows(draw, shape, generator, rank=rank, world_size=world_size)
 
     m = max_shift(size)

@@ -17,6 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .builders import build_model, build_schedule
 from .config import RunConfig
 from .generate import generate
+from .models import UNet
 from .precision import DTYPES, resolve_precision
 from .train.step import make_trainer
 
@@ -47,7 +48,7 @@ class BenchResult:
     def sample_gflops(self) -> float:
         return self.sample_steps * self.forward_gflop_per_image * self.sample_images_per_s
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, object]:
         return {
             **asdict(self),
             "train_gflops": self.train_gflops,
@@ -82,7 +83,8 @@ def forward_gflop_per_image(net: torch.nn.Module, config: RunConfig, device: tor
     products and attention are counted; elementwise work is not."""
     shape = (2, config.data.channels, config.data.image_size, config.data.image_size)
     x, t = torch.zeros(shape, device=device), torch.zeros(2, dtype=torch.long, device=device)
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
+    counter = FlopCounterMode(display=False)  # outside `with`: its __enter__ is untyped
+    with counter, torch.no_grad():
         net(x, t)
     return counter.get_total_flops() / shape[0] / 1e9
 
@@ -106,7 +108,11 @@ CEILING_SHAPE = (16, 256, 32, 32)
 
 
 def conv_ceiling_gflops(
-    device: torch.device, dtype: torch.dtype, *, repeats: int = 5, shape: tuple = CEILING_SHAPE
+    device: torch.device,
+    dtype: torch.dtype,
+    *,
+    repeats: int = 5,
+    shape: tuple[int, int, int, int] = CEILING_SHAPE,
 ) -> float:
     """GFLOP/s of a large 3x3 convolution (256 -> 256 channels, channels_last, no grad): what
     this device reaches on the U-Net's main operation when nothing else is in the way. The best
@@ -137,8 +143,8 @@ def _peak_memory(device: torch.device) -> tuple[float, str]:
 
 def time_training(
     config: RunConfig, device: torch.device, *, batch_size: int, steps: int, warmup: int
-) -> tuple[float, torch.nn.Module]:
-    """Images/s of the real training step on random data in [-1, 1]."""
+) -> tuple[float, UNet]:
+    """Images/s of the real training step on random data in [-1, 1], and the EMA network."""
     trainer = make_trainer(config, device)
     shape = (batch_size, config.data.channels, config.data.image_size, config.data.image_size)
     x0 = torch.rand(shape, generator=torch.Generator().manual_seed(0)).mul(2).sub(1).to(device)
@@ -169,13 +175,15 @@ def run_bench(
         )
         net.eval()
         schedule = build_schedule(config)
-        kwargs = dict(
-            n=batch_size, sampler="ddim", steps=sample_steps, batch_size=batch_size, progress=False
-        )
-        generate(net, schedule, config, **{**kwargs, "steps": 2})  # warm-up
+
+        def sample(steps: int) -> None:
+            generate(net, schedule, config, n=batch_size, sampler="ddim", steps=steps,
+                     batch_size=batch_size, progress=False)  # fmt: skip
+
+        sample(2)  # warm-up
         _sync(device)
         start = time.perf_counter()
-        generate(net, schedule, config, **kwargs)
+        sample(sample_steps)
         _sync(device)
         sample_rate = batch_size / (time.perf_counter() - start)
         memory, kind = _peak_memory(device)

@@ -75,7 +75,7 @@ def _data_digest(blob: bytes) -> str:
     return hashlib.sha256(memoryview(blob)[8 + header_len :]).hexdigest()
 
 
-def _file_digest(blob: bytes, digest: str) -> str:
+def _file_digest(blob: bytes | bytearray, digest: str) -> str:
     """Version 2: SHA-256 of the whole file with `digest`'s text in the header read as zeros."""
     header_end = 8 + int.from_bytes(blob[:8], "little")
     at = _digest_position(blob[:header_end], digest)

@@ -49,7 +49,9 @@ class CompiledNetwork:
     torch.compile's ("inductor" by default; tests pass a failing or counting backend).
     """
 
-    def __init__(self, net: Callable[..., torch.Tensor], *, backend: str | Callable = "inductor"):
+    def __init__(
+        self, net: Callable[..., torch.Tensor], *, backend: str | Callable[..., object] = "inductor"
+    ) -> None:
         self.eager = net
         self.compiled = torch.compile(net, backend=backend, dynamic=False)
         self.failed = False
@@ -62,7 +64,7 @@ class CompiledNetwork:
         labels: torch.Tensor | None = None,
         *,
         augment: torch.Tensor | None = None,
-    ):
+    ) -> torch.Tensor:
         # augment [B, D] (training with data.augment_p) goes on as a keyword only when given, so
         # networks without it compile as before
         extra = {} if augment is None else {"augment": augment}

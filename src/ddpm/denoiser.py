@@ -14,7 +14,7 @@ network call, for the ancestral sampler and bits/dim. Neither keeps any state be
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, cast
 
 import torch
 
@@ -98,10 +98,12 @@ def make_variance_denoiser(
     exactly as `make_denoiser(..., learned_variance=True)` gives it (guidance and clipping act on
     the prediction only), v = (r + 1) / 2 from the last C channels (ddpm.learned_variance). Under
     classifier-free guidance v is the conditional output's (the guided mean's own class)."""
-    return _denoise_with_variance(
+    denoise = _denoise_with_variance(
         net, schedule, prediction=prediction, clip=clip, labels=labels, null_label=null_label,
         guidance=guidance, precision=precision, sigma_data=sigma_data, learned_variance=True,
     )  # fmt: skip
+    # with learned_variance=True, v is never None
+    return cast(VarianceDenoiser, denoise)
 
 
 def _denoise_with_variance(
@@ -119,12 +121,13 @@ def _denoise_with_variance(
 ) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]:
     """(x_t, t) -> (x0_hat, v or None): one network call, shared by the two public wrappers."""
     alpha_bar_by_device: dict[torch.device, torch.Tensor] = {}
-    use_guidance = labels is not None and guidance != 1.0
-    if use_guidance and null_label is None:
-        raise ValueError("classifier-free guidance needs the network's null_label")
-
     # conditional and null class, built once: every guided step is one network call on [2B]
-    both_labels = torch.cat([labels, torch.full_like(labels, null_label)]) if use_guidance else None
+    both_labels: torch.Tensor | None = None
+    if labels is not None and guidance != 1.0:
+        if null_label is None:
+            raise ValueError("classifier-free guidance needs the network's null_label")
+        both_labels = torch.cat([labels, torch.full_like(labels, null_label)])
+    use_guidance = both_labels is not None
 
     def denoise(x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         table = alpha_bar_by_device.get(x_t.device)

@@ -193,7 +193,7 @@ def training_loss(
         return per_example_loss(output, target, loss_type)
 
 
-def _without_autocast(device: torch.device) -> contextlib.AbstractContextManager:
+def _without_autocast(device: torch.device) -> contextlib.AbstractContextManager[None]:
     """Leave the caller's autocast region (if any) for float32 elementwise math."""
     if torch.is_autocast_enabled(device.type):
         return torch.autocast(device.type, enabled=False)

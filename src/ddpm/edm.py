@@ -28,9 +28,13 @@ Everything here is a pure function of alpha_bar (ab_t, broadcastable to x) and s
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import torch
 
 Coefficient = torch.Tensor | float
+# a weight keeps its argument's type: a tensor in, a tensor out; a float in, a float out
+Weight = TypeVar("Weight", torch.Tensor, float)
 
 
 def sigma_from_alpha_bar(ab_t: Coefficient) -> Coefficient:
@@ -73,7 +77,7 @@ def edm_target(
     return (x0 - c_skip * (x0 + sigma * eps)) / c_out
 
 
-def edm_lambda(ab_t: Coefficient, sigma_data: float) -> Coefficient:
+def edm_lambda(ab_t: Weight, sigma_data: float) -> Weight:
     """EDM's loss weight lambda(sigma) = 1 / c_out^2 = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2
     on ||x0 - x0_hat||^2 (Karras et al. 2022, Table 1)."""
     sigma2 = (1 - ab_t) / ab_t

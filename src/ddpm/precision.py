@@ -20,7 +20,7 @@ def has_fast_bf16(device: torch.device) -> bool:
     """Whether `device` does bf16 arithmetic natively (so bf16 autocast is faster than fp32):
     CUDA GPUs that report bf16 support, CPUs with AVX512-BF16 or AMX tiles."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return bool(torch.cuda.is_bf16_supported())  # untyped in torch
     if device.type == "cpu":
         probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
         return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
@@ -43,7 +43,9 @@ def preferred_memory_format(device: torch.device) -> torch.memory_format:
     return torch.channels_last if device.type == "cuda" else torch.contiguous_format
 
 
-def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+def autocast_context(
+    device: torch.device, precision: str
+) -> contextlib.AbstractContextManager[None]:
     """The autocast region for a precision ("auto" is resolved for `device` first)."""
     precision = resolve_precision(precision, device)
     if precision == "fp32":

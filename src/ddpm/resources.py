@@ -97,7 +97,8 @@ def activation_elements(model: UNetConfig, image_size: int) -> int:
         attention = size in model.attention_resolutions or model.linear_attention
         total += model.base_channels * mult * size * size * blocks * (2 if attention else 1)
         size = max(1, size // 2)
-    size = image_size // 2 ** (len(model.channel_mult) - 1)  # the middle: the last level's size
+    # the middle: the last level's size (int(): int ** int is typed Any, a negative power a float)
+    size = int(image_size // 2 ** (len(model.channel_mult) - 1))
     return total + 3 * model.base_channels * model.channel_mult[-1] * size * size
 
 

@@ -9,6 +9,7 @@ ddpm-featnet --feature-extractor-weights-path FILE`, after `import ddpm.metrics`
 from __future__ import annotations
 
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,13 @@ class FeatNetExtractor(FeatureExtractorBase):
     """torch-fidelity's interface over a ddpm FeatureNet: uint8 [B, 1 or 3, H, W] in, the pooled
     features [B, F] ("features") and class logits [B, K] ("logits") out."""
 
-    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+    def __init__(
+        self,
+        name: str,
+        features_list: Sequence[str],
+        feature_extractor_weights_path: str | None = None,
+        **kwargs: object,
+    ) -> None:
         super().__init__(name, features_list)
         if feature_extractor_weights_path is None:
             raise DDPMError(f"{FEATNET_EXTRACTOR} needs a feature network file (weights path)")
@@ -47,19 +54,19 @@ class FeatNetExtractor(FeatureExtractorBase):
         return tuple(by_name[name] for name in self.features_list)
 
     @staticmethod
-    def get_provided_features_list():
+    def get_provided_features_list() -> tuple[str, str]:
         return "features", "logits"
 
     @staticmethod
-    def get_default_feature_layer_for_metric(metric):
+    def get_default_feature_layer_for_metric(metric: str) -> str:
         return {"isc": "logits", "fid": "features", "kid": "features", "prc": "features"}[metric]
 
     @staticmethod
-    def can_be_compiled():
+    def can_be_compiled() -> bool:
         return False
 
     @staticmethod
-    def get_dummy_input_for_compile():
+    def get_dummy_input_for_compile() -> torch.Tensor:
         return torch.zeros(1, 1, 8, 8, dtype=torch.uint8)
 
 
@@ -80,9 +87,9 @@ class FeatureSpace:
 
     def layer(self, metric: str) -> str:
         """The feature layer torch-fidelity uses for a metric: "isc", "fid", "kid" or "prc"."""
-        return FEATURE_EXTRACTORS_REGISTRY[self.extractor].get_default_feature_layer_for_metric(
-            metric
-        )
+        extractor = FEATURE_EXTRACTORS_REGISTRY[self.extractor]  # torch-fidelity is untyped
+        layer: str = extractor.get_default_feature_layer_for_metric(metric)
+        return layer
 
 
 def inception_cache_path() -> Path:

@@ -103,7 +103,9 @@ def save_featnet(net: FeatureNet, info: FeatNetInfo, path: Path) -> Path:
     return path
 
 
-def load_featnet(name_or_path: str, *, device: torch.device | str = "cpu"):
+def load_featnet(
+    name_or_path: str, *, device: torch.device | str = "cpu"
+) -> tuple[FeatureNet, FeatNetInfo]:
     """-> (FeatureNet in eval mode, FeatNetInfo) from a cache name ("fashion-mnist") or a file."""
     path = Path(name_or_path)
     if path.suffix != ".safetensors":
@@ -135,6 +137,11 @@ def load_featnet(name_or_path: str, *, device: torch.device | str = "cpu"):
 @torch.inference_mode()
 def accuracy(net: FeatureNet, data: ImageData, *, batch_size: int = 512) -> float:
     """Top-1 accuracy of `net` on labelled data."""
+    if data.labels is None:
+        raise DDPMError(
+            f"accuracy needs class labels; dataset {data.name} has no labels "
+            f"(for a folder: put each class's images in its own sub-folder)"
+        )
     net.eval()
     device = next(net.parameters()).device
     correct = 0

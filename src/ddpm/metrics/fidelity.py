@@ -13,6 +13,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -95,7 +96,7 @@ def cached_reference_features(
     images: torch.Tensor,
     space: FeatureSpace,
     layers: Sequence[str],
-    **extract_options,
+    **extract_options: Any,  # extract_features's keywords, passed on as they are
 ) -> tuple[dict[str, torch.Tensor], bool]:
     """Reference features, read from the cache when present -> (features, were_cached).
     `name` ("fashion-mnist-test") makes the cache file recognisable."""

@@ -27,7 +27,8 @@ def gaussian_fit(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
     """Symmetric square root of a symmetric positive semi-definite matrix, through eigh."""
     values, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
-    return (vectors * np.sqrt(values.clip(min=0))) @ vectors.T
+    root: np.ndarray = (vectors * np.sqrt(values.clip(min=0))) @ vectors.T  # `@` is typed Any
+    return root
 
 
 def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray) -> float:

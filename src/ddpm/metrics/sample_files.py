@@ -70,7 +70,7 @@ def _read_npz(path: Path) -> np.ndarray:
     _check_npz_header(path)
     try:
         with np.load(path, allow_pickle=False) as archive:
-            array = archive["arr_0"]
+            array: np.ndarray = archive["arr_0"]
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
         reason = str(error).splitlines()[0][:200]
         raise DDPMError(f"{printable(path)} is not a readable .npz ({reason})") from None

@@ -1,18 +1,23 @@
 """U-Net building blocks: timestep embedding, ResNet and ConvNeXt blocks, attention, resampling.
 
 Every block keeps the input's memory format (channels_last works end to end) and takes the
-conditioning embedding `emb` [B, E] where it needs it.
+conditioning embedding `emb` [B, E] where it needs it. torch types a submodule call as Any, so the
+results that a forward returns go through names annotated `torch.Tensor`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .dropout import SeededDropout
+
+M = TypeVar("M", bound=nn.Module)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
@@ -28,14 +33,16 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) 
     return F.pad(emb, (0, dim % 2))
 
 
-def zero_init(module: nn.Module) -> nn.Module:
+def zero_init(module: M) -> M:
     """Zero a layer's parameters so a residual branch starts as the identity."""
     for p in module.parameters():
         nn.init.zeros_(p)
     return module
 
 
-def film(norm: nn.Module, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+def film(
+    norm: Callable[[torch.Tensor], torch.Tensor], h: torch.Tensor, cond: torch.Tensor
+) -> torch.Tensor:
     """Condition normalised features on the embedding projection `cond` [B, C or 2C, 1, 1]:
     norm(h) * (1 + scale) + shift when it holds both halves, else norm(h + cond) (additive, as in
     Ho et al. 2020, where the bias is added before the second normalisation)."""
@@ -69,10 +76,11 @@ class ResBlock(nn.Module):
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
+        h: torch.Tensor = self.conv1(F.silu(self.norm1(x)))
         h = film(self.norm2, h, self.emb(F.silu(emb))[:, :, None, None])
         h = self.conv2(self.dropout(F.silu(h)))
-        return self.skip(x) + h
+        skip: torch.Tensor = self.skip(x)
+        return skip + h
 
 
 class ConvNeXtBlock(nn.Module):
@@ -99,9 +107,12 @@ class ConvNeXtBlock(nn.Module):
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = film(self.norm, self.depthwise(x), self.emb(F.silu(emb))[:, :, None, None])
+        h: torch.Tensor = film(
+            self.norm, self.depthwise(x), self.emb(F.silu(emb))[:, :, None, None]
+        )
         h = self.project(self.dropout(F.gelu(self.expand(h))))
-        return self.skip(x) + h
+        skip: torch.Tensor = self.skip(x)
+        return skip + h
 
 
 class SelfAttention(nn.Module):
@@ -125,7 +136,8 @@ class SelfAttention(nn.Module):
         tokens = self.norm(x).flatten(2).transpose(1, 2)  # [B, HW, C]; a view in channels_last
         qkv = F.linear(tokens, self.qkv.weight.flatten(1), self.qkv.bias)  # [B, HW, 3C]
         qkv = qkv.view(b, h * w, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(*qkv.unbind(0))  # [B, heads, HW, head_dim]
+        q, k, v = qkv.unbind(0)
+        y = F.scaled_dot_product_attention(q, k, v)  # [B, heads, HW, head_dim]
         y = F.linear(
             y.transpose(1, 2).reshape(b, h * w, c), self.out.weight.flatten(1), self.out.bias
         )
@@ -152,7 +164,8 @@ class LinearAttention(nn.Module):
         k = k.softmax(dim=-1)
         context = torch.einsum("bhdn,bhen->bhde", k, v)
         y = torch.einsum("bhde,bhdn->bhen", context, q).reshape(b, c, h, w)
-        return x + self.out(y)
+        out: torch.Tensor = self.out(y)
+        return x + out
 
 
 class Downsample(nn.Module):
@@ -163,7 +176,8 @@ class Downsample(nn.Module):
         self.conv = nn.Conv2d(ch, ch, 3, stride=2, padding=1)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
-        return self.conv(x)
+        y: torch.Tensor = self.conv(x)
+        return y
 
 
 class Upsample(nn.Module):
@@ -174,4 +188,5 @@ class Upsample(nn.Module):
         self.conv = nn.Conv2d(ch, ch, 3, padding=1)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        y: torch.Tensor = self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return y

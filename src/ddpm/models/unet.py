@@ -159,7 +159,8 @@ class UNet(nn.Module):
         h = self.middle(h, emb)
         for stage in self.up:
             h = stage(torch.cat([h, hs.pop()], dim=1), emb)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        out: torch.Tensor = self.conv_out(F.silu(self.norm_out(h)))  # a submodule call is typed Any
+        return out
 
 
 def build_unet(

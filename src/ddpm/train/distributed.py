@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import torch
 import torch.distributed as dist
@@ -117,9 +117,13 @@ class StopVote:
     step after the signal reached the first of them.
     """
 
-    def __init__(self, ctx: Distributed):
+    def __init__(self, ctx: Distributed) -> None:
         self.ctx = ctx
-        self._group = dist.new_group(backend="gloo") if ctx.active else None
+        # new_group's type includes the non-member sentinel, which only a rank left out of the
+        # group gets; every rank is in this one
+        self._group = (
+            cast(dist.ProcessGroup, dist.new_group(backend="gloo")) if ctx.active else None
+        )
         self._pending: tuple[dist.Work, torch.Tensor] | None = None
 
     def __call__(self, local: bool) -> bool:

@@ -31,7 +31,8 @@ def gamma_from_sigma_rel(sigma_rel: float) -> float:
 
 def power_ema_decay_at(num_updates: int, gamma: float) -> float:
     """beta = (1 - 1/t)^(gamma + 1) for update t = num_updates + 1 (the first copies the weights)."""
-    return (1.0 - 1.0 / (num_updates + 1)) ** (gamma + 1)
+    # float() for the checker: float ** float is typed Any (a negative base would give a complex)
+    return float((1.0 - 1.0 / (num_updates + 1)) ** (gamma + 1))
 
 
 def ema_tensor_lists(ema: nn.Module, model: nn.Module) -> TensorLists:

@@ -132,8 +132,10 @@ class ImportanceSampler:
         from one float64 uniform draw per row of `generator`: the inverse CDF of p once the history
         is full, floor(u T) with weight 1 before."""
 
-        def uniform(shape: tuple[int, ...], **kw: object) -> torch.Tensor:
-            return torch.rand(shape, dtype=torch.float64, **kw)
+        def uniform(
+            shape: tuple[int, ...], *, generator: torch.Generator, device: torch.device
+        ) -> torch.Tensor:
+            return torch.rand(shape, dtype=torch.float64, generator=generator, device=device)
 
         u = global_batch_rows(uniform, (batch,), generator, rank=rank, world_size=world_size)
         p, ready = self.probabilities()

@@ -18,8 +18,10 @@ class LogWindow:
     """Sums loss, grad norm and skipped steps on the device between log lines, so there is one
     host sync per log interval, not per step; tracks runs of consecutive non-finite steps."""
 
-    def __init__(self, ctx: distributed.Distributed, start: int, max_bad: int):
-        zeros = lambda: torch.zeros((), device=ctx.device)  # noqa: E731
+    def __init__(self, ctx: distributed.Distributed, start: int, max_bad: int) -> None:
+        def zeros() -> torch.Tensor:
+            return torch.zeros((), device=ctx.device)
+
         self.ctx, self.max_bad = ctx, max_bad
         self.loss, self.norm, self.good, self.bad_run = zeros(), zeros(), zeros(), zeros()
         self.stop_step = torch.full((), -1.0, device=ctx.device)

@@ -235,6 +235,7 @@ def _sample_grid(
             progress=False,
         )
     except _SamplingStopped:
+        assert stop is not None  # only a stop request raises it
         log.warning("sample grid at step %d skipped: %s requested a stop", step, stop.requested)
         return None
     return save_grid(images, _grid_path(run_dir, step))
@@ -317,9 +318,11 @@ def _loop(
     window = LogWindow(ctx, start, cfg.max_nonfinite_steps)
     best = [run_files.best_val_loss(run_dir, start) if ctx.is_main else math.inf]
     last_loss, checkpoint, samples, saved_at, done = math.nan, None, None, start, start
-    # training seconds to record at step n: under DDP with a budget, the agreed reading
-    use_budget = budget is not None and ctx.active
-    spent = (lambda n: budget.spent(n)) if use_budget else (lambda n: clock())  # noqa: E731
+
+    def spent(n: int) -> float:
+        """Training seconds to record at step n: under DDP with a budget, the agreed reading."""
+        return budget.spent(n) if budget is not None and ctx.active else clock()
+
     vote = distributed.StopVote(ctx)
     bar = tqdm(total=cfg.num_steps, initial=start, desc="train", disable=not progress, unit="step")
     with StopRequest() as stop, bar, contextlib.closing(vote):

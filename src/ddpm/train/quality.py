@@ -27,12 +27,14 @@ from ..errors import DDPMError
 from ..generate import generate, to_uint8
 from ..metrics import (
     FeatureSpace,
+    MetricValue,
     cached_reference_features,
     extract_features,
     fidelity_metrics,
     resolve_feature_space,
 )
 from ..metrics.fidelity import layers_for
+from ..models import UNet
 from ..samplers import num_function_evals
 from ..viz import plot_quality
 from . import run_files
@@ -75,9 +77,8 @@ def fid_with_spread(
 
     def fid_of(features: torch.Tensor) -> float:
         stats = fid_features_to_statistics(features)
-        return fid_statistics_to_metric(stats, reference_stats, verbose=False)[
-            "frechet_inception_distance"
-        ]
+        metric = fid_statistics_to_metric(stats, reference_stats, verbose=False)
+        return float(metric["frechet_inception_distance"])  # a float already, typed Any
 
     generator = torch.Generator().manual_seed(seed)
     draws = [
@@ -137,11 +138,12 @@ class QualityMonitor:
     def due(self, step: int, seconds: float) -> bool:
         if self.every_steps is not None:
             return step // self.every_steps > self.last_step // self.every_steps
+        assert self.every_seconds is not None  # create() sets one of the two intervals
         return seconds - self.last_seconds >= self.every_seconds
 
     def evaluate(
         self,
-        net: torch.nn.Module,
+        net: UNet,
         step: int,
         seconds: float,
         *,
@@ -178,7 +180,15 @@ class QualityMonitor:
                  self.space.label, spent)  # fmt: skip
         return fid
 
-    def _write_row(self, step, seconds, spent, fid, fid_std, values) -> None:
+    def _write_row(
+        self,
+        step: int,
+        seconds: float,
+        spent: float,
+        fid: float,
+        fid_std: float,
+        values: dict[str, MetricValue],
+    ) -> None:
         cfg, path = self.config.train, self.run_dir / "eval" / CSV_NAME
         if not path.exists():
             run_files.open_csv(path, FIELDS, 0)

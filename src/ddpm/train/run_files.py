@@ -197,7 +197,7 @@ def open_csv(
     atomic_write(path, buffer.getvalue().encode())
 
 
-def append_csv(path: Path, row: list) -> None:
+def append_csv(path: Path, row: list[object]) -> None:
     """Append one row; a full disk is one DDPMError line."""
     try:
         with open(path, "a", newline="") as f:

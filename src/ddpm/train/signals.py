@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 from ..errors import DDPMError
 
@@ -19,7 +21,11 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.requested: str | None = None
-        self._previous: dict[int, object] = {}
+        # what signal.signal returns and takes: a handler, SIG_DFL/SIG_IGN, or None (not set
+        # from Python)
+        self._previous: dict[
+            int, Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
+        ] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.requested and signum == signal.SIGINT:

@@ -95,7 +95,7 @@ def timestep_sampler(
     train, num_timesteps = config.train, config.diffusion.num_timesteps
 
     def draw(generator: torch.Generator, batch: int) -> torch.Tensor:
-        def mine(fn: Callable) -> torch.Tensor:
+        def mine(fn: Callable[..., torch.Tensor]) -> torch.Tensor:
             return global_batch_rows(fn, (batch,), generator, rank=rank, world_size=world_size)
 
         if train.t_sampling == "lognormal":
@@ -127,7 +127,7 @@ def make_trainer(
     *,
     rank: int = 0,
     world_size: int = 1,
-    compile_backend: str | Callable = "inductor",
+    compile_backend: str | Callable[..., object] = "inductor",
 ) -> Trainer:
     """Build model, EMA and AdamW on `device` and the step function `step(n, x0, labels, lr=None)`
     (lr: the rate to use, default lr_at(n)), which runs optimizer step n on this process's share
@@ -171,7 +171,9 @@ def make_trainer(
         ImportanceSampler(diff.num_timesteps, device) if train.t_sampling == "importance" else None
     )
 
-    def mine(draw: Callable, shape: tuple, generator: torch.Generator) -> torch.Tensor:
+    def mine(
+        draw: Callable[..., torch.Tensor], shape: tuple[int, ...], generator: torch.Generator
+    ) -> torch.Tensor:
         return global_batch_rows(draw, shape, generator, rank=rank, world_size=world_size)
 
     def step(
@@ -234,11 +236,13 @@ def make_trainer(
         grad_norm = nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip or float("inf"))
         finite = grad_norm.isfinite() & loss.detach().isfinite()
         if not scaler.is_enabled():
-            optimizer.found_inf = (~finite).float()  # read by the fused kernel: skip if 1
+            # read by the fused kernel: skip if 1 (an attribute torch's GradScaler sets the same way)
+            optimizer.found_inf = (~finite).float()  # type: ignore[attr-defined]
         scaler.step(optimizer)
         scaler.update()
         lerp_ema(ema_pairs, ema_decay(n))
         if importance is not None:  # the unweighted L_vlb of the global batch's rows
+            assert vlb is not None  # the config requires diffusion.loss=hybrid with importance
             importance.update(
                 gather_global_rows(t, world_size),
                 gather_global_rows(vlb.detach(), world_size),
