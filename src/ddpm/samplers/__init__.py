@@ -24,10 +24,10 @@ from typing import Literal
 
 import torch
 
-from .denoiser import Denoiser, VarianceDenoiser
-from .diffusion import q_posterior
-from .learned_variance import first_posterior_variance, learned_range_log_variance
-from .schedules import Schedule
+from ..denoiser import Denoiser, VarianceDenoiser
+from ..diffusion import q_posterior
+from ..learned_variance import first_posterior_variance, learned_range_log_variance
+from ..schedules import Schedule
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
 VarianceType = Literal["beta_tilde", "beta", "learned_range"]
