@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ddpm.errors import DDPMError
-from ddpm.schedules import SPACINGS, make_schedule, sampling_timesteps
+from ddpm.schedules import SPACINGS, karras_timesteps, make_schedule, sampling_timesteps
 
 KINDS = ["linear", "cosine", "quadratic", "sigmoid"]
 
@@ -189,6 +189,16 @@ def test_quadratic_subsequence_is_denser_near_zero():
 def test_bad_number_of_steps(K):
     with pytest.raises(DDPMError):
         spaced(1000, K)
+
+
+@pytest.mark.parametrize("spacing", SPACINGS)
+def test_bad_number_of_steps_names_the_parameter_not_a_cli_flag(spacing):
+    schedule = make_schedule("linear", 1000)
+    message = r"^num_steps must be between 1 and the schedule's num_timesteps \(1000\), got "
+    with pytest.raises(DDPMError, match=message + "1001$"):
+        sampling_timesteps(schedule, 1001, spacing)
+    with pytest.raises(DDPMError, match=message + "0$"):
+        karras_timesteps(schedule, 0)
 
 
 def test_unknown_spacing():

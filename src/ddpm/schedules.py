@@ -130,7 +130,9 @@ def karras_timesteps(
     """
     T, K = schedule.num_timesteps, num_steps
     if not 1 <= K <= T:
-        raise DDPMError(f"--steps must be between 1 and {T}, got {K}")
+        raise DDPMError(
+            f"num_steps must be between 1 and the schedule's num_timesteps ({T}), got {K}"
+        )
     log_sigma = 0.5 * torch.log((1 - schedule.alpha_bar) / schedule.alpha_bar)
     top = min(float(log_sigma[-1]), math.log(sigma_max))
     capped = top < float(log_sigma[-1])
@@ -165,7 +167,9 @@ def sampling_timesteps(
     """
     T, K = schedule.num_timesteps, num_steps
     if not 1 <= K <= T:
-        raise DDPMError(f"--steps must be between 1 and {T}, got {K}")
+        raise DDPMError(
+            f"num_steps must be between 1 and the schedule's num_timesteps ({T}), got {K}"
+        )
     # every grid is listed from its top, so that torch.linspace's single point (K = 1) is T - 1
     if spacing == "uniform":
         steps = torch.linspace(T - 1, 0, K, dtype=torch.float64).round()
