@@ -10,6 +10,7 @@ import torch
 from scipy.stats import norm
 
 from ddpm.diffusion import discretized_gaussian_log_likelihood, normal_kl, prior_kl
+from ddpm.errors import DDPMError
 from ddpm.metrics.likelihood import bits_per_dim
 from ddpm.schedules import Schedule, linear_betas
 
@@ -141,6 +142,13 @@ def test_stratified_estimate_agrees_with_the_full_sum_and_repeats():
     bound = 4 * math.hypot(full.std_error, partial.std_error)
     assert abs(partial.mean - full.mean) < bound
     assert partial.prior == pytest.approx(full.prior)  # the prior term is exact in both
+
+
+def test_a_bad_number_of_terms_names_the_parameter_not_a_cli_flag():
+    schedule = schedule_of(linear_betas(20))
+    images = torch.zeros(2, 1, 2, 2, dtype=torch.uint8)
+    with pytest.raises(DDPMError, match=r"^num_timesteps must be >= 1, got 0$"):
+        bits_per_dim(ZeroNoise(), schedule, images, prediction="eps", num_timesteps=0)
 
 
 def test_a_better_denoiser_has_a_lower_bound():

@@ -134,7 +134,7 @@ def test_ema_updates_follow_the_formula(decay):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
 def test_sampler_callbacks_receive_copies_of_x_t_and_x_T_is_untouched(name):
-    """The samplers update x_t in place; a callback that keeps x_t must see each step's value,
+    """A callback that keeps x_t must see each step's value (no sampler may update it in place),
     and the caller's x_T must come back unchanged."""
     schedule, kept = build_schedule(CONFIG), []
     x_T = torch.randn(2, 3, 8, 8)

@@ -7,7 +7,7 @@ from ddpm.builders import build_model, build_schedule
 from ddpm.config import DataConfig, DiffusionConfig, RunConfig, UNetConfig
 from ddpm.generate import generate
 from ddpm.samplers import sample_ancestral, sample_ddim
-from ddpm.schedules import make_schedule, timestep_subsequence
+from ddpm.schedules import make_schedule, sampling_timesteps
 
 T = 1000
 
@@ -45,7 +45,7 @@ def gaussian_denoiser(schedule, mu, s):
 def test_ddim_with_known_x0_recovers_x0(linear, generator, K):
     x0 = torch.rand(4, 1, 5, 5, generator=generator) * 2 - 1
     x_T = torch.randn(4, 1, 5, 5, generator=generator) * 3
-    out = sample_ddim(lambda x_t, t: x0, x_T, linear, timestep_subsequence(T, K), eta=0.0)
+    out = sample_ddim(lambda x_t, t: x0, x_T, linear, sampling_timesteps(linear, K), eta=0.0)
     assert torch.allclose(out.float(), x0, rtol=0, atol=1e-5)
 
 
@@ -60,7 +60,7 @@ def test_ddim_with_oracle_eps_recovers_x0(linear, generator, K):
         ab = ab_of(linear, t, x_t)
         return (x_t - (1 - ab).sqrt() * eps) / ab.sqrt()
 
-    out = sample_ddim(denoise, x_T, linear, timestep_subsequence(T, K), eta=0.0)
+    out = sample_ddim(denoise, x_T, linear, sampling_timesteps(linear, K), eta=0.0)
     # x_T is rounded to float32 at the start; 1/sqrt(alpha_bar_T) ~ 160 amplifies that rounding.
     assert torch.allclose(out.float(), x0, rtol=0, atol=5e-5)
 
@@ -145,7 +145,7 @@ def test_gaussian_data_moments(cosine, generator, sampler, K, options, std_tol):
         gaussian_denoiser(cosine, MU, S),
         x_T,
         cosine,
-        timestep_subsequence(T, K),
+        sampling_timesteps(cosine, K),
         generator=generator,
         **options,
     )
@@ -167,7 +167,7 @@ def test_point_mass_ddim_returns_the_point(cosine, generator, K):
     c = 0.37
     x_T = torch.randn(8, 1, 4, 4, generator=generator)
     out = sample_ddim(
-        lambda x_t, t: torch.full_like(x_t, c), x_T, cosine, timestep_subsequence(T, K), eta=0.0
+        lambda x_t, t: torch.full_like(x_t, c), x_T, cosine, sampling_timesteps(cosine, K), eta=0.0
     )
     assert torch.allclose(out, torch.full_like(out, c), rtol=0, atol=1e-6)
 
@@ -178,7 +178,7 @@ def test_point_mass_ddim_returns_the_point(cosine, generator, K):
 def test_same_seed_is_bit_identical(linear, generator):
     x_T = torch.randn(4, 1, 4, 4, generator=generator)
     denoiser = gaussian_denoiser(linear, 0.0, 0.5)
-    steps = timestep_subsequence(T, 50)
+    steps = sampling_timesteps(linear, 50)
     a = sample_ancestral(denoiser, x_T, linear, steps, generator=torch.Generator().manual_seed(1))
     b = sample_ancestral(denoiser, x_T, linear, steps, generator=torch.Generator().manual_seed(1))
     c = sample_ancestral(denoiser, x_T, linear, steps, generator=torch.Generator().manual_seed(2))
@@ -193,7 +193,7 @@ def test_per_image_generators_make_images_independent_of_batch(linear, sampler, 
         [torch.randn(shape, generator=torch.Generator().manual_seed(100 + i)) for i in range(8)]
     )
     denoiser = gaussian_denoiser(linear, 0.0, 0.5)
-    steps = timestep_subsequence(T, 20)
+    steps = sampling_timesteps(linear, 20)
 
     def gens(count):
         return [torch.Generator().manual_seed(i) for i in range(count)]
@@ -209,7 +209,7 @@ def test_per_image_generators_make_images_independent_of_batch(linear, sampler, 
 def test_generator_leaves_global_rng_untouched(linear, generator):
     x_T = torch.randn(2, 1, 4, 4, generator=generator)
     denoiser = gaussian_denoiser(linear, 0.0, 0.5)
-    steps = timestep_subsequence(T, 10)
+    steps = sampling_timesteps(linear, 10)
     before = torch.get_rng_state()
     sample_ancestral(denoiser, x_T, linear, steps, generator=torch.Generator().manual_seed(1))
     sample_ddim(denoiser, x_T, linear, steps, eta=0.5, generator=torch.Generator().manual_seed(1))

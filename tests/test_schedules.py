@@ -4,9 +4,15 @@ import pytest
 import torch
 
 from ddpm.errors import DDPMError
-from ddpm.schedules import SPACINGS, make_schedule, sampling_timesteps, timestep_subsequence
+from ddpm.schedules import SPACINGS, karras_timesteps, make_schedule, sampling_timesteps
 
 KINDS = ["linear", "cosine", "quadratic", "sigmoid"]
+
+
+def spaced(T: int, K: int, spacing: str = "uniform") -> list[int]:
+    """sampling_timesteps on a T-step schedule (cosine: valid for every T >= 2; the uniform,
+    quadratic and trailing grids depend on T only)."""
+    return sampling_timesteps(make_schedule("cosine", T), K, spacing)
 
 
 def test_linear_endpoints_at_T1000():
@@ -113,7 +119,7 @@ def test_make_schedule_errors():
 
 @pytest.mark.parametrize("T,K", [(1000, 50), (1000, 2), (1000, 999), (100, 7), (10, 3)])
 def test_uniform_subsequence(T, K):
-    steps = timestep_subsequence(T, K, "uniform")
+    steps = spaced(T, K, "uniform")
     assert len(steps) == K
     assert len(set(steps)) == K
     assert steps[0] == T - 1
@@ -124,12 +130,12 @@ def test_uniform_subsequence(T, K):
 
 def test_uniform_subsequence_is_evenly_spaced():
     # T-1 = 999 over K-1 = 9 gaps: 111 each.
-    assert timestep_subsequence(1000, 10) == [999 - 111 * i for i in range(10)]
+    assert spaced(1000, 10) == [999 - 111 * i for i in range(10)]
 
 
 @pytest.mark.parametrize("T,K", [(1000, 50), (1000, 3), (100, 100), (1000, 1)])
 def test_trailing_subsequence(T, K):
-    steps = timestep_subsequence(T, K, "trailing")
+    steps = spaced(T, K, "trailing")
     assert len(steps) == K
     assert steps[0] == T - 1
     assert len(set(steps)) == K
@@ -142,7 +148,7 @@ def test_trailing_subsequence(T, K):
 @pytest.mark.parametrize("spacing", ["uniform", "trailing"])
 @pytest.mark.parametrize("T", [10, 1000])
 def test_all_steps_when_K_equals_T(spacing, T):
-    assert timestep_subsequence(T, T, spacing) == list(range(T - 1, -1, -1))
+    assert spaced(T, T, spacing) == list(range(T - 1, -1, -1))
 
 
 @pytest.mark.parametrize("spacing", SPACINGS)
@@ -168,11 +174,11 @@ def test_quadratic_subsequence_is_c_i_squared_up_to_T_minus_1(T, K):
     c = (T - 1) / (K - 1) ** 2
     expected = sorted({round(c * i * i) for i in range(K)}, reverse=True)
     assert len(expected) == K  # no collisions below K ~ sqrt(2 T)
-    assert timestep_subsequence(T, K, "quadratic") == expected
+    assert spaced(T, K, "quadratic") == expected
 
 
 def test_quadratic_subsequence_is_denser_near_zero():
-    steps = timestep_subsequence(1000, 20, "quadratic")
+    steps = spaced(1000, 20, "quadratic")
     assert len(steps) == 20 and steps[-1] == 0
     gaps = [a - b for a, b in zip(steps, steps[1:])]
     assert gaps[0] > gaps[-1]
@@ -182,15 +188,25 @@ def test_quadratic_subsequence_is_denser_near_zero():
 @pytest.mark.parametrize("K", [0, -1, 1001])
 def test_bad_number_of_steps(K):
     with pytest.raises(DDPMError):
-        timestep_subsequence(1000, K)
+        spaced(1000, K)
+
+
+@pytest.mark.parametrize("spacing", SPACINGS)
+def test_bad_number_of_steps_names_the_parameter_not_a_cli_flag(spacing):
+    schedule = make_schedule("linear", 1000)
+    message = r"^num_steps must be between 1 and the schedule's num_timesteps \(1000\), got "
+    with pytest.raises(DDPMError, match=message + "1001$"):
+        sampling_timesteps(schedule, 1001, spacing)
+    with pytest.raises(DDPMError, match=message + "0$"):
+        karras_timesteps(schedule, 0)
 
 
 def test_unknown_spacing():
     with pytest.raises(DDPMError, match="spacing"):
-        timestep_subsequence(1000, 10, "geometric")
+        spaced(1000, 10, "geometric")
 
 
 def test_single_uniform_step_starts_from_pure_noise():
     # A 1-step sampler starts from x_T ~ N(0, I), so its only step must be the last timestep;
     # a regression test: torch.linspace with one point gives its start, which was 0.
-    assert timestep_subsequence(1000, 1, "uniform") == [999]
+    assert spaced(1000, 1, "uniform") == [999]

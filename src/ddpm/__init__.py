@@ -31,7 +31,6 @@ from .schedules import (
     karras_timesteps,
     make_schedule,
     sampling_timesteps,
-    timestep_subsequence,
 )
 from .train import train
 from .viz import save_grid
@@ -72,7 +71,6 @@ __all__ = [
     "sampling_timesteps",
     "save_grid",
     "slerp",
-    "timestep_subsequence",
     "to_uint8",
     "train",
 ]

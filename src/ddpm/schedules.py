@@ -102,35 +102,6 @@ def make_schedule(
 _BETA_FUNCTIONS = {"linear": linear_betas, "quadratic": quadratic_betas, "sigmoid": sigmoid_betas}
 
 
-def timestep_subsequence(
-    num_timesteps: int, num_steps: int, spacing: Spacing = "uniform"
-) -> list[int]:
-    """The K distinct descending timesteps a K-step sampler visits, the first always T - 1 (the
-    samplers take x_T ~ N(0, I) as the sample at timesteps[0], which only t = T - 1 matches).
-
-    uniform: K evenly spaced steps from T-1 down to 0 (improved-DDPM respacing).
-    quadratic: t_i = c i^2, i = 0..K-1, denser near 0, with c such that the top is T - 1 (Song et
-        al. 2020, DDIM, Appendix D.2, pick c so that the top is close to T; their code stops at
-        0.8 T, where N(0, I) is not the marginal: cosine alpha_bar_800 = 0.09).
-    trailing: T-1, T-1-T/K, ... (Lin et al. 2024), ending at T/K - 1.
-    K = 1 gives [T - 1] for every spacing. Where rounding lands two targets on one timestep
-    (quadratic near 0 for K > sqrt(2T)), the lower one moves down, so K = T gives every step.
-    """
-    if not 1 <= num_steps <= num_timesteps:
-        raise DDPMError(f"--steps must be between 1 and {num_timesteps}, got {num_steps}")
-    T, K = num_timesteps, num_steps
-    # every grid is listed from its top, so that torch.linspace's single point (K = 1) is T - 1
-    if spacing == "uniform":
-        steps = torch.linspace(T - 1, 0, K, dtype=torch.float64).round()
-    elif spacing == "quadratic":
-        steps = (torch.linspace(math.sqrt(T - 1), 0, K, dtype=torch.float64) ** 2).round()
-    elif spacing == "trailing":
-        steps = (torch.arange(T, 0, -T / K, dtype=torch.float64)[:K]).round() - 1
-    else:
-        raise DDPMError(f"unknown timestep spacing {spacing!r}; known: {', '.join(SPACINGS)}")
-    return _distinct_descending([int(t) for t in steps.tolist()])
-
-
 def _distinct_descending(targets: list[int]) -> list[int]:
     """Descending targets (the first T - 1) made K strictly descending timesteps >= 0: a target
     landing on or above the step before moves just below it, and step i stays >= K - 1 - i so the
@@ -159,7 +130,9 @@ def karras_timesteps(
     """
     T, K = schedule.num_timesteps, num_steps
     if not 1 <= K <= T:
-        raise DDPMError(f"--steps must be between 1 and {T}, got {K}")
+        raise DDPMError(
+            f"num_steps must be between 1 and the schedule's num_timesteps ({T}), got {K}"
+        )
     log_sigma = 0.5 * torch.log((1 - schedule.alpha_bar) / schedule.alpha_bar)
     top = min(float(log_sigma[-1]), math.log(sigma_max))
     capped = top < float(log_sigma[-1])
@@ -175,9 +148,37 @@ def karras_timesteps(
     return _distinct_descending([T - 1, *nearest[1 - int(capped) :]])
 
 
-def sampling_timesteps(schedule: Schedule, num_steps: int, spacing: Spacing) -> list[int]:
-    """The K descending timesteps to visit with `spacing`: one of `timestep_subsequence`'s, or
-    "karras" (Karras et al. 2022's rho = 7 grid, `karras_timesteps`)."""
-    if spacing == "karras":
-        return karras_timesteps(schedule, num_steps)
-    return timestep_subsequence(schedule.num_timesteps, num_steps, spacing)
+def sampling_timesteps(
+    schedule: Schedule, num_steps: int, spacing: Spacing = "uniform"
+) -> list[int]:
+    """The K = num_steps distinct descending timesteps a K-step sampler visits, the first always
+    T - 1 (the samplers take x_T ~ N(0, I) as the sample at timesteps[0], which only t = T - 1
+    matches).
+
+    uniform: K evenly spaced steps from T-1 down to 0 (improved-DDPM respacing).
+    quadratic: t_i = c i^2, i = 0..K-1, denser near 0, with c such that the top is T - 1 (Song et
+        al. 2020, DDIM, Appendix D.2, pick c so that the top is close to T; their code stops at
+        0.8 T, where N(0, I) is not the marginal: cosine alpha_bar_800 = 0.09).
+    trailing: T-1, T-1-T/K, ... (Lin et al. 2024), ending at T/K - 1.
+    karras: Karras et al. 2022's rho = 7 grid in sigma, snapped to the timesteps
+        (`karras_timesteps`).
+    K = 1 gives [T - 1] for every spacing. Where rounding lands two targets on one timestep
+    (quadratic near 0 for K > sqrt(2T)), the lower one moves down, so K = T gives every step.
+    """
+    T, K = schedule.num_timesteps, num_steps
+    if not 1 <= K <= T:
+        raise DDPMError(
+            f"num_steps must be between 1 and the schedule's num_timesteps ({T}), got {K}"
+        )
+    # every grid is listed from its top, so that torch.linspace's single point (K = 1) is T - 1
+    if spacing == "uniform":
+        steps = torch.linspace(T - 1, 0, K, dtype=torch.float64).round()
+    elif spacing == "quadratic":
+        steps = (torch.linspace(math.sqrt(T - 1), 0, K, dtype=torch.float64) ** 2).round()
+    elif spacing == "trailing":
+        steps = (torch.arange(T, 0, -T / K, dtype=torch.float64)[:K]).round() - 1
+    elif spacing == "karras":
+        return karras_timesteps(schedule, K)
+    else:
+        raise DDPMError(f"unknown timestep spacing {spacing!r}; known: {', '.join(SPACINGS)}")
+    return _distinct_descending([int(t) for t in steps.tolist()])

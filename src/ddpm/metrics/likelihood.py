@@ -193,7 +193,7 @@ def _bound(
     exhaustive = num_timesteps is None or num_timesteps >= T
     num_kl = T - 1 if exhaustive else num_timesteps
     if num_kl < 1:
-        raise DDPMError(f"--bpd-timesteps must be >= 1, got {num_timesteps}")
+        raise DDPMError(f"num_timesteps must be >= 1, got {num_timesteps}")
     n, dims = images.shape[0], images[0].numel()
     alpha_bar = schedule.alpha_bar.double().to(device)
     learned = variance == "learned_range"
