@@ -11,11 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from .cli_args import finite_float, positive_int, seed
-from .cli_eval import add_commands as add_eval_commands
-from .cli_sampling import add_commands as add_sampling_commands
-from .cli_sampling import add_guidance_options, add_network_options
-from .config import (
+from ..config import (
     RESUMABLE_KEYS,
     RunConfig,
     diff_keys,
@@ -26,12 +22,16 @@ from .config import (
     preset_names,
     to_dict,
 )
-from .data import DATASETS
-from .devices import use_deterministic_algorithms
-from .errors import DDPMError
-from .output_paths import check_distinct, check_output_file, check_output_folder
-from .samplers import SAMPLERS
-from .schedules import SPACINGS
+from ..data import DATASETS
+from ..devices import use_deterministic_algorithms
+from ..errors import DDPMError
+from ..output_paths import check_distinct, check_output_file, check_output_folder
+from ..samplers import SAMPLERS
+from ..schedules import SPACINGS
+from .args import finite_float, positive_int, seed
+from .eval import add_commands as add_eval_commands
+from .interpolate import add_commands as add_sampling_commands
+from .interpolate import add_guidance_options, add_network_options
 
 log = logging.getLogger(__name__)
 MAX_MESSAGE = 1000  # characters of an error line; longer ones are cut (a value shown in full)
@@ -62,7 +62,7 @@ def _resolve_train_config(args: argparse.Namespace) -> RunConfig:
 
 
 def _resume_config(args: argparse.Namespace) -> RunConfig:
-    from .train.run_files import read_config
+    from ..train.run_files import read_config
 
     run_dir = Path(args.resume)
     if not run_dir.is_dir():
@@ -81,10 +81,10 @@ def _resume_config(args: argparse.Namespace) -> RunConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .devices import resolve_device
-    from .models import check_unet_config
-    from .resources import check_training_fits
-    from .train import train
+    from ..devices import resolve_device
+    from ..models import check_unet_config
+    from ..resources import check_training_fits
+    from ..train import train
 
     if args.resume:
         if args.dataset or args.preset or args.config or args.out or args.overwrite:
@@ -124,12 +124,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from .cli_sampling import class_labels, sampler_summary
-    from .devices import resolve_device
-    from .generate import generate, load_run, resolve_spacing, to_uint8
-    from .metrics.sample_files import save_npz
-    from .resources import check_images_fit
-    from .viz import TrajectoryRecorder, save_grid, save_progressive
+    from ..devices import resolve_device
+    from ..generate import generate, load_run, resolve_spacing, to_uint8
+    from ..metrics.sample_files import save_npz
+    from ..resources import check_images_fit
+    from ..viz import TrajectoryRecorder, save_grid, save_progressive
+    from .interpolate import class_labels, sampler_summary
 
     out = Path(args.out)
     progressive = None
@@ -178,10 +178,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import run_bench
-    from .devices import resolve_device
-    from .models import check_unet_config
-    from .resources import check_training_fits
+    from ..bench import run_bench
+    from ..devices import resolve_device
+    from ..models import check_unet_config
+    from ..resources import check_training_fits
 
     config = from_dict(parse_overrides(args.set), base=load_preset(args.preset))
     check_unet_config(
@@ -202,7 +202,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
-    from .bench import model_size
+    from ..bench import model_size
 
     for name in preset_names():
         config = load_preset(name)
@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except DDPMError as error:
-        from .train.signals import TrainingStopped
+        from ..train.signals import TrainingStopped
 
         message = str(error)
         if len(message) > MAX_MESSAGE:

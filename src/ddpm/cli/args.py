@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from .errors import shorten
+from ..errors import shorten
 
 
 def _integer(text: str) -> int:

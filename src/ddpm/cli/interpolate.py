@@ -8,14 +8,14 @@ from pathlib import Path
 
 import torch
 
-from .cli_args import finite_float, int64, positive_int, seed
-from .data.cache import cache_dir
-from .errors import DDPMError
-from .output_paths import check_output_file, check_output_folder
-from .precision import PRECISIONS
-from .resources import check_images_fit
-from .samplers import DETERMINISTIC_SAMPLERS, SAMPLERS, num_function_evals
-from .schedules import SPACINGS
+from ..data.cache import cache_dir
+from ..errors import DDPMError
+from ..output_paths import check_output_file, check_output_folder
+from ..precision import PRECISIONS
+from ..resources import check_images_fit
+from ..samplers import DETERMINISTIC_SAMPLERS, SAMPLERS, num_function_evals
+from ..schedules import SPACINGS
+from .args import finite_float, int64, positive_int, seed
 
 
 def add_guidance_options(parser: argparse.ArgumentParser) -> None:
@@ -59,9 +59,9 @@ def sampler_summary(sampler: str, steps: int, spacing: str, *, guided: bool = Fa
 
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
-    from .devices import resolve_device
-    from .generate import generate, initial_noise, load_run, resolve_spacing, slerp
-    from .viz import save_grid
+    from ..devices import resolve_device
+    from ..generate import generate, initial_noise, load_run, resolve_spacing, slerp
+    from ..viz import save_grid
 
     if args.sampler not in DETERMINISTIC_SAMPLERS:
         raise DDPMError(
@@ -89,10 +89,10 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .devices import resolve_device
-    from .generate import load_run
-    from .sweep import parse_plan, run_sweep, write_csv
-    from .viz import plot_sweep
+    from ..devices import resolve_device
+    from ..generate import load_run
+    from ..sweep import parse_plan, run_sweep, write_csv
+    from ..viz import plot_sweep
 
     try:
         steps = [positive_int(k) for k in args.steps.split(",") if k.strip()]

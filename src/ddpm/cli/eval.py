@@ -6,16 +6,16 @@ import argparse
 import time
 from pathlib import Path
 
-from .cli_args import positive_int, seed
-from .cli_sampling import add_guidance_options, add_network_options
-from .config import DataConfig, load_preset, preset_names
-from .data import DATASETS
-from .data.cache import cache_dir
-from .errors import DDPMError
-from .output_paths import check_output_file, check_output_folder
-from .resources import check_images_fit
-from .samplers import SAMPLERS
-from .schedules import SPACINGS
+from ..config import DataConfig, load_preset, preset_names
+from ..data import DATASETS
+from ..data.cache import cache_dir
+from ..errors import DDPMError
+from ..output_paths import check_output_file, check_output_folder
+from ..resources import check_images_fit
+from ..samplers import SAMPLERS
+from ..schedules import SPACINGS
+from .args import positive_int, seed
+from .interpolate import add_guidance_options, add_network_options
 
 
 def _data_config(dataset: str, data_dir: str | None, image_size: int | None, channels: int | None):
@@ -32,7 +32,7 @@ def _data_config(dataset: str, data_dir: str | None, image_size: int | None, cha
 def _generation_key(args: argparse.Namespace, run):
     """The cache key of the samples these options make (ddpm.eval_samples); refuses bad
     --eta/--class/--guidance before any work."""
-    from .eval_samples import generation_key
+    from ..eval_samples import generation_key
 
     return generation_key(
         run, sampler=args.sampler, steps=args.steps, spacing=args.spacing, eta=args.eta,
@@ -44,9 +44,9 @@ def _generation_key(args: argparse.Namespace, run):
 def _generated_samples(args: argparse.Namespace, run, key, out_dir: Path):
     """Generate the samples `key` describes (or reuse the file an eval with the same key wrote)
     -> (uint8 images [N, C, H, W], the .npz they are in)."""
-    from .cli_sampling import class_labels
-    from .generate import generate, to_uint8
-    from .metrics.sample_files import load_samples, save_npz
+    from ..generate import generate, to_uint8
+    from ..metrics.sample_files import load_samples, save_npz
+    from .interpolate import class_labels
 
     path = out_dir / "samples" / key.file_name()
     if path.is_file():
@@ -74,7 +74,7 @@ def _network_columns(run, precision: str) -> dict:
 
 def _sample_columns(run, key) -> dict:
     """metrics.csv's columns for the run's own samples: every part of their key."""
-    from .samplers import num_function_evals
+    from ..samplers import num_function_evals
 
     return _network_columns(run, key.precision) | dict(
         sampler=key.sampler, steps=key.steps, nfe=num_function_evals(key.sampler, key.steps),
@@ -84,8 +84,8 @@ def _sample_columns(run, key) -> dict:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .devices import resolve_device
-    from .evaluate import (
+    from ..devices import resolve_device
+    from ..evaluate import (
         MODEL_METRICS,
         EvalRow,
         format_table,
@@ -95,9 +95,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         sample_metrics,
         write_rows,
     )  # fmt: skip
-    from .generate import load_run
-    from .metrics.extractors import resolve_feature_space
-    from .metrics.sample_files import load_samples
+    from ..generate import load_run
+    from ..metrics.extractors import resolve_feature_space
+    from ..metrics.sample_files import load_samples
 
     metrics = parse_metrics(args.metrics)
     device = resolve_device(args.device)
@@ -160,9 +160,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _bpd_row(args: argparse.Namespace, run, reference, ref_label: str):
-    from .evaluate import EvalRow
-    from .metrics.likelihood import bits_per_dim
-    from .precision import resolve_precision
+    from ..evaluate import EvalRow
+    from ..metrics.likelihood import bits_per_dim
+    from ..precision import resolve_precision
 
     images = reference.images[: args.bpd_n]
     T = run.schedule.num_timesteps
@@ -195,8 +195,8 @@ def _bpd_row(args: argparse.Namespace, run, reference, ref_label: str):
 
 
 def _val_loss_row(args: argparse.Namespace, run, reference, ref_label: str):
-    from .evaluate import EvalRow
-    from .train.validation import validation_loss
+    from ..evaluate import EvalRow
+    from ..train.validation import validation_loss
 
     loss = validation_loss(run.net, reference, run.config, num_images=len(reference))
     return EvalRow(
@@ -213,9 +213,9 @@ def _progress(total: int, desc: str, quiet: bool):
 
 
 def cmd_featnet_train(args: argparse.Namespace) -> int:
-    from .data import load_dataset
-    from .devices import resolve_device
-    from .metrics.featnet import FeatNetInfo, accuracy, featnet_path, save_featnet, train_featnet
+    from ..data import load_dataset
+    from ..devices import resolve_device
+    from ..metrics.featnet import FeatNetInfo, accuracy, featnet_path, save_featnet, train_featnet
 
     config = _data_config(args.dataset, args.data_dir, args.image_size, args.channels)
     name = args.name or (
@@ -253,7 +253,7 @@ def cmd_featnet_train(args: argparse.Namespace) -> int:
 
 
 def cmd_featnet_list(args: argparse.Namespace) -> int:
-    from .metrics.featnet import featnet_path, load_featnet
+    from ..metrics.featnet import featnet_path, load_featnet
 
     folder = featnet_path("x").parent
     files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
