@@ -1,12 +1,17 @@
-"""argparse `type=` functions for the CLI's numbers: a count of 0, a negative batch size, a NaN
-scale or a 20-digit seed is argparse's one-line error, before any run is loaded."""
+"""What several sub-commands share: the argparse `type=` functions for numbers (a count of 0, a
+negative batch size, a NaN scale or a 20-digit seed is argparse's one-line error, before any run
+is loaded), the flags several commands take (--device, --class/--guidance, --precision/--compile)
+and the checks of those flags that need the loaded run."""
 
 from __future__ import annotations
 
 import argparse
 import math
 
-from ..errors import shorten
+from ..config import DataConfig, load_preset, preset_names
+from ..data import DATASETS
+from ..errors import DDPMError, shorten
+from ..precision import PRECISIONS
 
 
 def _integer(text: str) -> int:
@@ -56,3 +61,52 @@ def finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
     return value
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    """--device auto|cpu|cuda."""
+    parser.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to run"
+    )
+
+
+def add_guidance_options(parser: argparse.ArgumentParser) -> None:
+    """--class and --guidance, as `ddpm sample`, `ddpm interpolate` and `ddpm eval` take them."""
+    parser.add_argument(
+        "--class", dest="class_label", type=int64, default=None, metavar="N",
+        help="class-conditional models: make every image of class N",
+    )  # fmt: skip
+    parser.add_argument(
+        "--guidance", type=finite_float, default=1.0, metavar="W",
+        help="classifier-free guidance scale (Ho & Salimans 2022): null + W (cond - null); "
+        "1 is plain conditional sampling (default), larger is sharper and less varied",
+    )  # fmt: skip
+
+
+def add_network_options(parser: argparse.ArgumentParser) -> None:
+    """--precision (the network's autocast while sampling) and --compile (torch.compile it);
+    defaults: the run's sample.precision and sample.compile."""
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default=None,
+        help="network precision while sampling (default: the run's sample.precision, auto: "
+        "bf16 on CPUs with AVX512-BF16/AMX and on bf16 GPUs, else fp32)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--compile", action=argparse.BooleanOptionalAction, default=None,
+        help="torch.compile the network: about a minute first, then faster steps; pays for long "
+        "jobs (default: the run's sample.compile; falls back to eager if compiling fails)",
+    )  # fmt: skip
+
+
+def data_config(
+    dataset: str, data_dir: str | None, image_size: int | None, channels: int | None
+) -> DataConfig:
+    """--dataset's preset data section (its native size) with --data-dir, --image-size and
+    --channels over it (`ddpm eval --samples`, `ddpm featnet train`)."""
+    if dataset not in DATASETS:
+        raise DDPMError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(DATASETS))}")
+    base = load_preset(dataset).data if dataset in preset_names() else DataConfig(dataset=dataset)
+    if dataset == "folder" and (image_size is None or data_dir is None):
+        raise DDPMError("--dataset folder needs --data-dir DIR and --image-size N")
+    changes = {"data_dir": data_dir, "image_size": image_size, "channels": channels}
+    return DataConfig(**{**base.__dict__, **{k: v for k, v in changes.items() if v is not None}})

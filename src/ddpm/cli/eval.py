@@ -1,4 +1,5 @@
-"""The `ddpm eval` and `ddpm featnet` sub-commands."""
+"""`ddpm eval`: FID, IS, KID, precision/recall of a run's samples or a samples file, bits/dim and
+validation loss of a run; rows appended to metrics.csv (ddpm.evaluate)."""
 
 from __future__ import annotations
 
@@ -6,27 +7,20 @@ import argparse
 import time
 from pathlib import Path
 
-from ..config import DataConfig, load_preset, preset_names
-from ..data import DATASETS
 from ..data.cache import cache_dir
 from ..errors import DDPMError
-from ..output_paths import check_output_file, check_output_folder
+from ..output_paths import check_output_folder
 from ..resources import check_images_fit
 from ..samplers import SAMPLERS
 from ..schedules import SPACINGS
-from .args import positive_int, seed
-from .interpolate import add_guidance_options, add_network_options
-
-
-def _data_config(dataset: str, data_dir: str | None, image_size: int | None, channels: int | None):
-    """A dataset's preset data section (its native size), with the user's overrides."""
-    if dataset not in DATASETS:
-        raise DDPMError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(DATASETS))}")
-    base = load_preset(dataset).data if dataset in preset_names() else DataConfig(dataset=dataset)
-    if dataset == "folder" and (image_size is None or data_dir is None):
-        raise DDPMError("--dataset folder needs --data-dir DIR and --image-size N")
-    changes = {"data_dir": data_dir, "image_size": image_size, "channels": channels}
-    return DataConfig(**{**base.__dict__, **{k: v for k, v in changes.items() if v is not None}})
+from .args import (
+    add_device_option,
+    add_guidance_options,
+    add_network_options,
+    data_config,
+    positive_int,
+    seed,
+)
 
 
 def _generation_key(args: argparse.Namespace, run):
@@ -46,7 +40,7 @@ def _generated_samples(args: argparse.Namespace, run, key, out_dir: Path):
     -> (uint8 images [N, C, H, W], the .npz they are in)."""
     from ..generate import generate, to_uint8
     from ..metrics.sample_files import load_samples, save_npz
-    from .interpolate import class_labels
+    from .sample import class_labels
 
     path = out_dir / "samples" / key.file_name()
     if path.is_file():
@@ -126,11 +120,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if sample_list:  # a missing feature network or weights file: refused before the sampling
         resolve_feature_space(args.features, inception_weights=args.inception_weights)
     if run is not None:
-        data_config = run.config.data
+        data = run.config.data
     else:
-        data_config = _data_config(args.dataset, args.data_dir, None, None)
-    reference = reference_set(data_config, args.reference, args.reference_n)
-    ref_label = f"{data_config.dataset}:{args.reference}:{len(reference)}"
+        data = data_config(args.dataset, args.data_dir, None, None)
+    reference = reference_set(data, args.reference, args.reference_n)
+    ref_label = f"{data.dataset}:{args.reference}:{len(reference)}"
     step = run.step if run else None
     rows: list[EvalRow] = []
     if sample_list:
@@ -141,7 +135,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             samples, source = _generated_samples(args, run, key, out_dir)
             made = _sample_columns(run, key)
         values, space = sample_metrics(
-            samples, reference, f"{data_config.dataset}-{args.reference}", sample_list,
+            samples, reference, f"{data.dataset}-{args.reference}", sample_list,
             features=args.features, inception_weights=args.inception_weights, device=device,
             quiet=args.quiet,
         )  # fmt: skip
@@ -212,69 +206,8 @@ def _progress(total: int, desc: str, quiet: bool):
     return tqdm(total=total, desc=desc, unit="img-step", disable=quiet, leave=False)
 
 
-def cmd_featnet_train(args: argparse.Namespace) -> int:
-    from ..data import load_dataset
-    from ..devices import resolve_device
-    from ..metrics.featnet import FeatNetInfo, accuracy, featnet_path, save_featnet, train_featnet
-
-    config = _data_config(args.dataset, args.data_dir, args.image_size, args.channels)
-    name = args.name or (
-        args.dataset if args.dataset != "folder" else f"folder-{Path(args.data_dir).resolve().name}"
-    )
-    if not name or Path(name).name != name or name.startswith("."):
-        raise DDPMError(f"--name must be a plain name (no folders, not hidden), got {name[:80]!r}")
-    check_output_file(featnet_path(name), "feature network cache file")
-    if featnet_path(name).is_file() and not args.force:
-        raise DDPMError(
-            f"feature network {name!r} exists ({featnet_path(name)}); numbers scored with it would "
-            f"no longer be comparable with a new one: pass --force to replace it, or --name NEW"
-        )
-    train, test = load_dataset(config, "train"), load_dataset(config, "test")
-    started = time.perf_counter()
-    with _progress(args.epochs * -(-len(train) // args.batch_size), "featnet", args.quiet) as bar:
-        net = train_featnet(
-            train, epochs=args.epochs, batch_size=args.batch_size, random_flip=config.random_flip,
-            seed=args.seed, device=resolve_device(args.device),
-            progress=lambda step, loss: (bar.update(step - bar.n), bar.set_postfix(loss=f"{loss:.3f}")),
-        )  # fmt: skip
-    test_accuracy = accuracy(net, test)
-    info = FeatNetInfo(
-        name=name, dataset=args.dataset, image_size=config.image_size, channels=config.channels,
-        num_classes=train.num_classes, widths=(32, 64, 128), test_accuracy=test_accuracy,
-        epochs=args.epochs, train_images=len(train),
-    )  # fmt: skip
-    path = save_featnet(net.cpu(), info, featnet_path(name))
-    print(
-        f"feature network {name!r}: test accuracy {test_accuracy:.2%} on {len(test)} images, "
-        f"trained {args.epochs} epochs on {len(train)} in {time.perf_counter() - started:.0f} s"
-    )
-    print(f"saved: {path}  (use: ddpm eval --features {name})")
-    return 0
-
-
-def cmd_featnet_list(args: argparse.Namespace) -> int:
-    from ..metrics.featnet import featnet_path, load_featnet
-
-    folder = featnet_path("x").parent
-    files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
-    if not files:
-        print(
-            f"no feature networks in {folder}; train one with `ddpm featnet train --dataset NAME`"
-        )
-    for file in files:
-        try:
-            _, info = load_featnet(str(file))
-        except DDPMError as error:
-            print(f"{file.stem:20s} unreadable: {error}")
-            continue
-        print(
-            f"{info.name:20s} {info.dataset:14s} {info.channels}x{info.image_size}x{info.image_size}  "
-            f"test accuracy {info.test_accuracy:.2%}  {info.feature_space}"
-        )
-    return 0
-
-
-def add_commands(sub: argparse._SubParsersAction, *, device: dict) -> None:
+def add_command(sub: argparse._SubParsersAction) -> None:
+    """Register `ddpm eval`."""
     evaluate = sub.add_parser("eval", help="FID, IS, KID, precision/recall, bits/dim, val loss")
     evaluate.add_argument("--run", help="run folder or checkpoint file")
     evaluate.add_argument("--dataset", help="the reference dataset when scoring --samples alone")
@@ -320,24 +253,6 @@ def add_commands(sub: argparse._SubParsersAction, *, device: dict) -> None:
     evaluate.add_argument(
         "--no-ema", action="store_true", help="score the raw weights, not the EMA"
     )
-    evaluate.add_argument("--device", **device)
+    add_device_option(evaluate)
     evaluate.add_argument("--quiet", action="store_true")
     evaluate.set_defaults(func=cmd_eval)
-
-    featnet = sub.add_parser("featnet", help="offline feature networks for FID without Inception")
-    actions = featnet.add_subparsers(dest="action", required=True, parser_class=type(featnet))
-    train = actions.add_parser("train", help="train one on a labelled dataset")
-    train.add_argument("--dataset", required=True, help=f"{', '.join(sorted(DATASETS))}")
-    train.add_argument("--data-dir")
-    train.add_argument("--image-size", type=positive_int)
-    train.add_argument("--channels", type=int, choices=[1, 3])
-    train.add_argument("--name", help="cache name (default: the dataset's)")
-    train.add_argument("--epochs", type=positive_int, default=4)
-    train.add_argument("--batch-size", type=positive_int, default=128)
-    train.add_argument("--seed", type=seed, default=0)
-    train.add_argument("--force", action="store_true", help="replace an existing network")
-    train.add_argument("--device", **device)
-    train.add_argument("--quiet", action="store_true")
-    train.set_defaults(func=cmd_featnet_train)
-    listing = actions.add_parser("list", help="the feature networks in the cache")
-    listing.set_defaults(func=cmd_featnet_list)
