@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import argparse
 import math
+from typing import TYPE_CHECKING
 
 from ..config import DataConfig, load_preset, preset_names
 from ..data import DATASETS
 from ..errors import DDPMError, shorten
 from ..precision import PRECISIONS
+
+if TYPE_CHECKING:
+    from ..loaded_run import LoadedRun
 
 
 def _integer(text: str) -> int:
@@ -110,3 +114,36 @@ def data_config(
         raise DDPMError("--dataset folder needs --data-dir DIR and --image-size N")
     changes = {"data_dir": data_dir, "image_size": image_size, "channels": channels}
     return DataConfig(**{**base.__dict__, **{k: v for k, v in changes.items() if v is not None}})
+
+
+def check_generation_flags(
+    run: LoadedRun,
+    *,
+    sampler: str,
+    steps: int,
+    eta: float | None = None,
+    class_label: int | None = None,
+    guidance: float = 1.0,
+) -> None:
+    """Refuse, naming the flag, what generate() would refuse for this run: a --class the model
+    does not have, --guidance without --class, more --steps than the run's T, an --eta out of
+    [0, 1] or given to another sampler than ddim. Before any sampling work."""
+    num_classes = run.net.config.num_classes
+    if class_label is None and guidance != 1.0:
+        raise DDPMError("--guidance needs --class (classifier-free guidance towards a class)")
+    if class_label is not None:
+        if num_classes == 0:
+            raise DDPMError(
+                "--class needs a class-conditional model; this run has model.num_classes=0"
+            )
+        if not 0 <= class_label < num_classes:
+            raise DDPMError(f"--class must be in 0..{num_classes - 1} for this model")
+        if guidance < 0:
+            raise DDPMError(f"--guidance must be >= 0, got {guidance}")
+    T = run.schedule.num_timesteps
+    if not 1 <= steps <= T:
+        raise DDPMError(f"--steps must be between 1 and {T}, got {steps}")
+    if eta is not None and sampler != "ddim":
+        raise DDPMError(f"--eta applies to the ddim sampler only, not {sampler}")
+    if eta is not None and not 0.0 <= eta <= 1.0:
+        raise DDPMError(f"--eta must be in [0, 1], got {eta}")

@@ -5,20 +5,27 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 from ..errors import DDPMError
 from ..output_paths import check_output_file
 from ..resources import check_images_fit
 from ..samplers import DETERMINISTIC_SAMPLERS
 from ..schedules import SPACINGS
-from .args import add_device_option, add_guidance_options, add_network_options, positive_int, seed
-from .sample import class_labels, sampler_summary
+from .args import (
+    add_device_option,
+    add_guidance_options,
+    add_network_options,
+    check_generation_flags,
+    positive_int,
+    seed,
+)
+from .sample import sampler_summary
 
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
     from ..devices import resolve_device
-    from ..generate import generate, initial_noise, load_run, resolve_spacing, slerp
+    from ..generate import class_labels, generate, sample_config
+    from ..interpolate import interpolation_noise
+    from ..loaded_run import load_run
     from ..viz import save_grid
 
     if args.sampler not in DETERMINISTIC_SAMPLERS:
@@ -31,17 +38,22 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     check_output_file(args.out, "interpolation strip (--out)", image=True)
     run = load_run(args.run, use_ema=not args.no_ema, device=resolve_device(args.device))
     check_images_fit(run.config, args.frames, option="--frames")
-    c, size = run.config.data.channels, run.config.data.image_size
-    z0, z1 = (initial_noise(1, (c, size, size), seed=seed)[0] for seed in args.seeds)
-    noise = slerp(z0, z1, torch.linspace(0, 1, args.frames))
-    images = generate(
-        run.net, run.schedule, run.config, n=args.frames, sampler=args.sampler, steps=args.steps,
-        eta=0.0 if args.sampler == "ddim" else None, spacing=args.spacing, noise=noise,
-        labels=class_labels(args.class_label, args.frames), guidance=args.guidance,
-        precision=args.precision, compile=args.compile, progress=not args.quiet,
+    check_generation_flags(
+        run, sampler=args.sampler, steps=args.steps, class_label=args.class_label,
+        guidance=args.guidance,
     )  # fmt: skip
-    spacing = resolve_spacing(args.sampler, run.config, args.spacing)
-    print(sampler_summary(args.sampler, args.steps, spacing, guided=args.guidance != 1.0))
+    sample = sample_config(
+        run.config, sampler=args.sampler, steps=args.steps, spacing=args.spacing,
+        eta=0.0 if args.sampler == "ddim" else None,  # deterministic: the noise decides all
+        precision=args.precision, compile=args.compile,
+    )  # fmt: skip
+    c, size = run.config.data.channels, run.config.data.image_size
+    noise = interpolation_noise(args.seeds, args.frames, (c, size, size))
+    images = generate(
+        run, sample, n=args.frames, noise=noise, labels=class_labels(args.class_label, args.frames),
+        guidance=args.guidance, progress=not args.quiet,
+    )  # fmt: skip
+    print(sampler_summary(sample, guided=args.guidance != 1.0))
     print(f"interpolation strip: {save_grid(images, args.out, nrow=args.frames)}")
     return 0
 

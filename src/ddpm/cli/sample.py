@@ -6,8 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
+from ..config import SampleConfig
 from ..output_paths import check_distinct, check_output_file
 from ..samplers import SAMPLERS, num_function_evals
 from ..schedules import SPACINGS
@@ -15,28 +14,29 @@ from .args import (
     add_device_option,
     add_guidance_options,
     add_network_options,
+    check_generation_flags,
     finite_float,
     positive_int,
     seed,
 )
 
 
-def class_labels(class_label: int | None, n: int) -> torch.Tensor | None:
-    """LongTensor [n] of one class, or None (unconditional); generate() checks it fits the model."""
-    return None if class_label is None else torch.full((n,), class_label, dtype=torch.long)
-
-
-def sampler_summary(sampler: str, steps: int, spacing: str, *, guided: bool = False) -> str:
+def sampler_summary(sample: SampleConfig, *, guided: bool = False) -> str:
     """One line such as 'sampler: dpmpp-2m, 20 steps (uniform spacing), 20 NFE'."""
-    nfe = num_function_evals(sampler, steps)
+    nfe = num_function_evals(sample.sampler, sample.steps)
     pairs = " (each a batched conditional + null pair)" if guided else ""
-    return f"sampler: {sampler}, {steps} steps ({spacing} spacing), {nfe} NFE{pairs}"
+    return (
+        f"sampler: {sample.sampler}, {sample.steps} steps ({sample.spacing} spacing), {nfe} NFE"
+        f"{pairs}"
+    )
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from ..devices import resolve_device
-    from ..generate import generate, load_run, resolve_spacing, to_uint8
+    from ..generate import class_labels, generate, sample_config
+    from ..loaded_run import load_run
     from ..metrics.sample_files import save_npz
+    from ..pixels import to_uint8
     from ..resources import check_images_fit
     from ..viz import TrajectoryRecorder, save_grid, save_progressive
 
@@ -52,29 +52,22 @@ def cmd_sample(args: argparse.Namespace) -> int:
     check_distinct({"--out": out, "--progressive": progressive, "--npz": args.npz})
     run = load_run(args.run, use_ema=not args.no_ema, device=resolve_device(args.device))
     check_images_fit(run.config, args.n)
+    check_generation_flags(
+        run, sampler=args.sampler, steps=args.steps, eta=args.eta, class_label=args.class_label,
+        guidance=args.guidance,
+    )  # fmt: skip
+    sample = sample_config(
+        run.config, sampler=args.sampler, steps=args.steps, eta=args.eta, spacing=args.spacing,
+        batch_size=args.batch_size, precision=args.precision, compile=args.compile,
+    )  # fmt: skip
     recorder = None
     if args.progressive is not None:
         recorder = TrajectoryRecorder(args.steps, num_frames=10, num_images=min(4, args.n))
     images = generate(
-        run.net,
-        run.schedule,
-        run.config,
-        n=args.n,
-        seed=args.seed,
-        sampler=args.sampler,
-        steps=args.steps,
-        eta=args.eta,
-        spacing=args.spacing,
-        batch_size=args.batch_size,
-        labels=class_labels(args.class_label, args.n),
-        guidance=args.guidance,
-        precision=args.precision,
-        compile=args.compile,
-        callback=recorder,
-        progress=not args.quiet,
-    )
-    spacing = resolve_spacing(args.sampler, run.config, args.spacing)
-    print(sampler_summary(args.sampler, args.steps, spacing, guided=args.guidance != 1.0))
+        run, sample, n=args.n, seed=args.seed, labels=class_labels(args.class_label, args.n),
+        guidance=args.guidance, callback=recorder, progress=not args.quiet,
+    )  # fmt: skip
+    print(sampler_summary(sample, guided=args.guidance != 1.0))
     print(f"grid: {save_grid(images, out)}")
     if recorder is not None:
         print(f"progressive denoising: {save_progressive(recorder, images, progressive)}")

@@ -1,8 +1,10 @@
-"""`ddpm sweep`: quality and images/s against NFE for several samplers (ddpm.sweep)."""
+"""`ddpm sweep`: quality and images/s against NFE for several samplers (ddpm.sweep); the
+--samplers and --steps lists become its plan here."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..data.cache import cache_dir
@@ -10,13 +12,38 @@ from ..errors import DDPMError
 from ..output_paths import check_output_folder
 from ..resources import check_images_fit
 from ..samplers import SAMPLERS
-from .args import add_device_option, add_network_options, positive_int, seed
+from .args import (
+    add_device_option,
+    add_network_options,
+    check_generation_flags,
+    positive_int,
+    seed,
+)
+
+
+def parse_plan(samplers: str, steps: Sequence[int]) -> list[tuple[str, int]]:
+    """'ddpm:1000,ddim,heun' and steps [10, 20] -> [(ddpm, 1000), (ddim, 10), (ddim, 20),
+    (heun, 10), (heun, 20)]: NAME:K pins a sampler to K steps (a DDPM-1000 reference)."""
+    plan = []
+    for item in filter(None, (part.strip() for part in samplers.split(","))):
+        name, _, pinned = item.partition(":")
+        if name not in SAMPLERS:
+            raise DDPMError(f"unknown sampler {name!r}; known: {', '.join(SAMPLERS)}")
+        if pinned:
+            if not pinned.isdigit() or int(pinned) < 1:
+                raise DDPMError(f"--samplers: expected NAME or NAME:STEPS, got {item!r}")
+            plan.append((name, int(pinned)))
+        else:
+            plan.extend((name, k) for k in steps)
+    if not plan:
+        raise DDPMError("--samplers needs at least one sampler")
+    return plan
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from ..devices import resolve_device
-    from ..generate import load_run
-    from ..sweep import parse_plan, run_sweep, write_csv
+    from ..loaded_run import load_run
+    from ..sweep import run_sweep, write_csv
     from ..viz import plot_sweep
 
     try:
@@ -33,6 +60,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         check_output_folder(cache_dir() / "fidelity", "feature cache ($XDG_CACHE_HOME/ddpm)")
     run = load_run(args.run, use_ema=not args.no_ema, device=resolve_device(args.device))
     check_images_fit(run.config, args.n)
+    if args.n < 2:
+        raise DDPMError(f"--n must be >= 2 to fit a covariance, got {args.n}")
+    for sampler, num_steps in plan:  # before the first point's work
+        check_generation_flags(run, sampler=sampler, steps=num_steps)
     csv_path, png_path = out / "sweep.csv", out / "sweep.png"
 
     def save(rows: list) -> None:
