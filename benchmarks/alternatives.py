@@ -242,7 +242,7 @@ def batches(
 
 def crop(images: torch.Tensor) -> torch.Tensor:
     """[-1, 1] float [N, 1, 32, 32] -> uint8 [N, 1, 28, 28] (the padding removed)."""
-    from ddpm.generate import to_uint8
+    from ddpm.pixels import to_uint8
 
     return to_uint8(images[..., PAD:-PAD, PAD:-PAD])
 
@@ -275,10 +275,10 @@ def train(
 @torch.inference_mode()
 def sample_dpmpp(recipe: Recipe, net: Net, n: int, *, seed: int, batch_size: int) -> torch.Tensor:
     """n images with ddpm's DPM-Solver++(2M) at 20 NFE -> float [n, 1, 32, 32] in [-1, 1];
-    image i's starting noise depends only on (seed, i), as in ddpm.generate."""
+    image i's starting noise depends only on (seed, i), as in ddpm.initial_noise."""
     from ddpm.config import SampleConfig
     from ddpm.denoiser import make_denoiser
-    from ddpm.generate import initial_noise
+    from ddpm.initial_noise import initial_noise
     from ddpm.samplers import SAMPLERS
     from ddpm.schedules import sampling_timesteps
 

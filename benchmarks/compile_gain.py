@@ -18,7 +18,8 @@ import torch
 
 from ddpm.builders import build_model, build_schedule
 from ddpm.config import RunConfig, from_dict, load_preset, parse_overrides
-from ddpm.generate import generate
+from ddpm.generate import generate, sample_config
+from ddpm.loaded_run import LoadedRun
 from ddpm.train.step import make_trainer
 
 CPU = torch.device("cpu")
@@ -45,15 +46,15 @@ def train_rates(config: RunConfig, batch: int, steps: int) -> tuple[float, float
 def sample_rates(config: RunConfig, batch: int, steps: int) -> tuple[float, float, float]:
     """(eager images/s, compiled images/s, seconds of the compiled path's first call) of DDIM."""
     torch.manual_seed(0)
-    net, schedule = build_model(config).eval(), build_schedule(config)
-    kwargs = dict(n=batch, sampler="ddim", batch_size=batch, progress=False)
+    run = LoadedRun(build_model(config).eval(), build_schedule(config), config, step=0)
     rates, first = [], 0.0
     for compile_ in (False, True):
+        settings = dict(sampler="ddim", batch_size=batch, compile=compile_)
         start = time.perf_counter()
-        generate(net, schedule, config, steps=2, compile=compile_, **kwargs)
+        generate(run, sample_config(config, steps=2, **settings), n=batch, progress=False)
         first = time.perf_counter() - start
         start = time.perf_counter()
-        generate(net, schedule, config, steps=steps, compile=compile_, **kwargs)
+        generate(run, sample_config(config, steps=steps, **settings), n=batch, progress=False)
         rates.append(batch / (time.perf_counter() - start))
     return rates[0], rates[1], first
 

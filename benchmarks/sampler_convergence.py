@@ -15,8 +15,10 @@ import argparse
 import torch
 
 from ddpm.data import load_dataset
-from ddpm.generate import generate, load_run, to_uint8
+from ddpm.generate import generate, sample_config
+from ddpm.loaded_run import load_run
 from ddpm.metrics import pixel_fd
+from ddpm.pixels import to_uint8
 from ddpm.samplers import num_function_evals
 
 
@@ -31,12 +33,12 @@ def main() -> None:
     args = parser.parse_args()
     run = load_run(args.run)
     common = dict(n=args.n, seed=0, progress=False)
-    reference = generate(run.net, run.schedule, run.config, sampler="dpmpp-2m",
-                         steps=args.ref_steps, **common)  # fmt: skip
+    reference_sample = sample_config(run.config, sampler="dpmpp-2m", steps=args.ref_steps)
+    reference = generate(run, reference_sample, **common)
     print(f"reference: dpmpp-2m, {args.ref_steps} steps, n={args.n}; RMSE in [-1, 1] units")
     for sampler in args.samplers.split(","):
         for k in (int(s) for s in args.steps.split(",")):
-            images = generate(run.net, run.schedule, run.config, sampler=sampler, steps=k, **common)
+            images = generate(run, sample_config(run.config, sampler=sampler, steps=k), **common)
             rmse = (images - reference).pow(2).mean().sqrt().item()
             print(f"{sampler:>9s} {k:4d} steps {num_function_evals(sampler, k):4d} NFE  "
                   f"RMSE {rmse:.4f}")  # fmt: skip

@@ -26,7 +26,7 @@ from ddpm.cli import main
 from ddpm.config import DataConfig
 from ddpm.data import load_dataset
 from ddpm.errors import DDPMError
-from ddpm.evaluate import EvalRow, write_rows
+from ddpm.eval_csv import EvalRow, write_rows
 from ddpm.files import atomic_output
 from ddpm.metrics.sample_files import save_npz
 from ddpm.sweep import SweepRow, write_csv

@@ -287,7 +287,7 @@ def test_resume_is_exact_with_augmentation_and_the_run_samples(tmp_path):
     assert "model.augment_emb.weight" in keys and all(torch.equal(a[k], b[k]) for k in keys)
     run = ddpm.load_run(resumed)
     assert run.config.data.augment_p == 0.5 and run.net.augment_emb is not None
-    images = ddpm.generate(run.net, run.schedule, run.config, n=3, steps=3, progress=False)
+    images = ddpm.generate(run, ddpm.sample_config(run.config, steps=3), n=3, progress=False)
     assert images.shape == (3, 1, 8, 8) and images.isfinite().all() and images.abs().max() <= 1
 
 

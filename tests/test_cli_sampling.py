@@ -12,7 +12,10 @@ from PIL import Image
 from tiny import train_tiny
 
 from ddpm.cli import main
-from ddpm.generate import generate, initial_noise, load_run, slerp
+from ddpm.generate import generate, sample_config
+from ddpm.initial_noise import initial_noise
+from ddpm.interpolate import slerp
+from ddpm.loaded_run import load_run
 
 
 @pytest.fixture(scope="module")
@@ -113,9 +116,9 @@ def test_interpolate_writes_a_strip_whose_ends_are_the_seeds_images(unconditiona
     assert torch.allclose(noise[0], ends[0], atol=1e-6) and torch.allclose(
         noise[-1], ends[1], atol=1e-6
     )
-    kwargs = dict(sampler="dpmpp-2m", steps=4, progress=False)
-    strip = generate(run.net, run.schedule, run.config, n=5, noise=noise, **kwargs)
-    first = generate(run.net, run.schedule, run.config, n=1, seed=1, **kwargs)
+    sample = sample_config(run.config, sampler="dpmpp-2m", steps=4)
+    strip = generate(run, sample, n=5, noise=noise, progress=False)
+    first = generate(run, sample, n=1, seed=1, progress=False)
     assert torch.allclose(strip[0], first[0], atol=1e-5)
 
 
@@ -157,3 +160,13 @@ def test_sweep_bad_plan_fails_with_one_line(unconditional, capsys):
     assert "unknown sampler 'magic'" in one_error_line(capsys)
     assert main(["sweep", "--run", str(unconditional), "--steps", "5,x"]) == 2
     assert "comma-separated list of integers" in one_error_line(capsys)
+
+
+def test_sweep_refuses_a_step_count_over_T_before_the_first_point(unconditional, tmp_path, capsys):
+    """The whole plan is checked first: a sweep used to score its first points, write them, and
+    then fail at the one over T."""
+    out = tmp_path / "sweep"
+    args = ["sweep", "--run", str(unconditional), "--samplers", "ddim", "--steps", "2,5000"]
+    assert main([*args, "--n", "4", "--out", str(out), "--quiet"]) == 2
+    assert "--steps must be between 1 and 1000, got 5000" in one_error_line(capsys)
+    assert not (out / "sweep.csv").exists()

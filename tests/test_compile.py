@@ -103,7 +103,8 @@ def test_compiled_sampling_matches_eager_without_recompiling(capsys):
     """generate(compile=True) through the real inductor: the same images as eager (float32
     rounding apart), over batches of 3, 3 and 1 and a second call, with no recompilation."""
     from ddpm.builders import build_schedule
-    from ddpm.generate import generate
+    from ddpm.generate import generate, sample_config
+    from ddpm.loaded_run import LoadedRun
 
     torch.manual_seed(0)
     net = build_model(CONFIG).eval()
@@ -112,13 +113,14 @@ def test_compiled_sampling_matches_eager_without_recompiling(capsys):
             p.copy_(torch.randn_like(p) * 0.2)
     schedule = build_schedule(CONFIG)
     # fp32: "auto" is bf16 on a CPU with AVX512-BF16, where compiled and eager round differently
-    kwargs = dict(
-        n=7, seed=3, sampler="ddim", steps=4, batch_size=3, progress=False, precision="fp32"
-    )
-    eager = generate(net, schedule, CONFIG, **kwargs, compile=False)
+    run = LoadedRun(net, schedule, CONFIG, step=0)
+    settings = dict(sampler="ddim", steps=4, batch_size=3, precision="fp32")
+    eager_sample = sample_config(CONFIG, **settings, compile=False)
+    compiled_sample = sample_config(CONFIG, **settings, compile=True)
+    eager = generate(run, eager_sample, n=7, seed=3, progress=False)
     with torch._dynamo.config.patch(error_on_recompile=True):
-        compiled = generate(net, schedule, CONFIG, **kwargs, compile=True)
-        again = generate(net, schedule, CONFIG, **{**kwargs, "n": 4}, compile=True)  # 3 and 1
+        compiled = generate(run, compiled_sample, n=7, seed=3, progress=False)
+        again = generate(run, compiled_sample, n=4, seed=3, progress=False)  # 3 and 1
     assert "torch.compile failed" not in capsys.readouterr().err
     assert torch.allclose(compiled, eager, atol=1e-4)
     assert torch.allclose(again, eager[:4], atol=1e-4)

@@ -28,7 +28,8 @@ from ddpm.diffusion import (
 )
 from ddpm.edm import edm_coefficients, edm_input_scale
 from ddpm.errors import DDPMError
-from ddpm.generate import generate
+from ddpm.generate import generate, sample_config
+from ddpm.loaded_run import LoadedRun
 from ddpm.metrics.likelihood import bits_per_dim
 from ddpm.noise_levels import loss_weights
 from ddpm.rng import seeded_generator
@@ -143,8 +144,9 @@ def test_generate_passes_sigma_data_to_the_denoiser(generator):
     point = torch.rand(1, 1, 8, 8, generator=generator) * 1.6 - 0.8
     config = from_dict({"diffusion": {"prediction": "edm", "sigma_data": 0.3}},
                        base=load_preset("digits"))  # fmt: skip
-    images = generate(PointMassEDM(point, 0.3), SCHEDULE, config, n=2, sampler="ddim", steps=5,
-                      precision="fp32", progress=False)  # fmt: skip
+    run = LoadedRun(PointMassEDM(point, 0.3), SCHEDULE, config, step=0)
+    sample = sample_config(config, sampler="ddim", steps=5, precision="fp32")
+    images = generate(run, sample, n=2, progress=False)
     assert torch.allclose(images, point.expand_as(images), atol=1e-3)
 
 

@@ -185,7 +185,7 @@ def test_python_api_trains_and_samples(tmp_path: Path):
     result = ddpm.train(config, tmp_path / "api", device=ddpm.resolve_device("cpu"), progress=False)
     assert result.step == 4
     run = ddpm.load_run(tmp_path / "api")
-    images = ddpm.generate(run.net, run.schedule, run.config, n=3, steps=3, progress=False)
+    images = ddpm.generate(run, ddpm.sample_config(run.config, steps=3), n=3, progress=False)
     assert images.shape == (3, 1, 8, 8) and images.abs().max() <= 1
 
 

@@ -17,6 +17,7 @@ from tiny import TINY_MODEL, sets
 from ddpm.cli import main
 from ddpm.config import load_preset
 from ddpm.data import load_dataset
+from ddpm.errors import DDPMError
 from ddpm.metrics.extractors import FEATNET_EXTRACTOR, register, resolve_feature_space
 from ddpm.metrics.featnet import FeatNetInfo, accuracy, save_featnet, train_featnet
 from ddpm.metrics.fidelity import extract_features, fidelity_metrics
@@ -411,3 +412,32 @@ def test_generation_options_do_not_apply_to_a_samples_file(tmp_path, capsys):
     args = ["eval", "--dataset", "digits", "--samples", str(samples), "--out", str(tmp_path)]
     assert main([*args, "--eta", "0.5"]) == 2
     assert "not with --samples" in one_error_line(capsys)
+
+
+def test_evaluate_is_a_python_call(tiny_run, featnet_file, tmp_path):
+    """ddpm eval's work without the command line: plain parameters in, rows out."""
+    from ddpm.eval_samples import SampleRequest
+    from ddpm.evaluate import Reference, evaluate
+    from ddpm.generate import sample_config
+    from ddpm.loaded_run import load_run
+
+    run = load_run(tiny_run)
+    request = SampleRequest(sample_config(run.config, sampler="ddim", steps=2), n=12, seed=1)
+    kwargs = dict(features=str(featnet_file), out_dir=tmp_path, quiet=True)
+    rows = evaluate(["fid", "val-loss"], run=run, samples=request,
+                    reference=Reference(limit=50), **kwargs)  # fmt: skip
+    assert [r.metric for r in rows] == ["fid", "val-loss"]
+    fid = rows[0]
+    assert (fid.sampler, fid.steps, fid.n, fid.seed, fid.reference) == (
+        "ddim",
+        2,
+        12,
+        1,
+        "digits:test:50",
+    )
+    assert fid.value > 0 and Path(fid.samples).parent == tmp_path / "samples"
+    again = evaluate(["fid"], samples=fid.samples, **kwargs,
+                     reference=Reference(limit=50, data=run.config.data))  # fmt: skip
+    assert again[0].value == pytest.approx(fid.value) and again[0].sampler is None
+    with pytest.raises(DDPMError, match="without a run"):
+        evaluate(["bpd"], samples=fid.samples, reference=Reference(data=run.config.data))

@@ -385,10 +385,13 @@ def test_sweep_refuses_a_zero_step_count(tiny_run, capsys):
 
 
 def test_generate_refuses_zero_steps_instead_of_using_the_default(tiny_run):
-    from ddpm.generate import generate, load_run
+    from ddpm.generate import generate, sample_config
+    from ddpm.loaded_run import load_run
 
     run = load_run(tiny_run)
-    with pytest.raises(DDPMError, match="--steps and --batch-size must be >= 1"):
-        generate(run.net, run.schedule, run.config, n=2, steps=0, progress=False)
-    with pytest.raises(DDPMError, match="--steps and --batch-size must be >= 1"):
-        generate(run.net, run.schedule, run.config, n=2, batch_size=0, progress=False)
+    with pytest.raises(DDPMError, match=r"sample\.steps must be an integer >= 1, got 0"):
+        generate(run, sample_config(run.config, steps=0), n=2, progress=False)
+    with pytest.raises(DDPMError, match=r"sample\.batch_size must be an integer >= 1, got 0"):
+        generate(run, sample_config(run.config, batch_size=0), n=2, progress=False)
+    with pytest.raises(DDPMError, match="n must be >= 1, got 0"):
+        generate(run, n=0, progress=False)

@@ -157,18 +157,23 @@ def test_generate_samples_at_the_asked_precision():
     from dataclasses import replace
 
     from ddpm.errors import DDPMError
-    from ddpm.generate import generate
+    from ddpm.generate import generate, sample_config
+    from ddpm.loaded_run import LoadedRun
 
     net, schedule = random_net(), build_schedule(CONFIG)
-    kwargs = dict(n=4, sampler="ddim", steps=5, labels=torch.tensor([0, 1, 2, 0]), progress=False)
-    fp32 = generate(net, schedule, CONFIG, precision="fp32", **kwargs)
-    bf16 = generate(net, schedule, CONFIG, precision="bf16", **kwargs)
+    kwargs = dict(n=4, labels=torch.tensor([0, 1, 2, 0]), progress=False)
+
+    def at(config, **changes):
+        return LoadedRun(net, schedule, config, 0), sample_config(config, **changes)
+
+    fp32 = generate(*at(CONFIG, sampler="ddim", steps=5, precision="fp32"), **kwargs)
+    bf16 = generate(*at(CONFIG, sampler="ddim", steps=5, precision="bf16"), **kwargs)
     pinned = replace(CONFIG, sample=replace(CONFIG.sample, precision="fp32"))
-    assert torch.equal(generate(net, schedule, pinned, **kwargs), fp32)
+    assert torch.equal(generate(*at(pinned, sampler="ddim", steps=5), **kwargs), fp32)
     assert not torch.equal(bf16, fp32)
     assert (bf16 - fp32).abs().mean() < 0.005
     with pytest.raises(DDPMError, match="unknown precision"):
-        generate(net, schedule, CONFIG, precision="fp64", **kwargs)
+        generate(*at(CONFIG, sampler="ddim", steps=5, precision="fp64"), **kwargs)
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ from tiny import TINY_MODEL
 from ddpm.builders import build_model, build_schedule
 from ddpm.config import from_dict, load_preset, parse_overrides
 from ddpm.denoiser import make_denoiser, make_variance_denoiser
-from ddpm.generate import LoadedRun
+from ddpm.loaded_run import LoadedRun
 from ddpm.metrics.likelihood import bits_per_dim
 
 # each run config, and the same settings spelled out for the bare-network form

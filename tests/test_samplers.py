@@ -5,7 +5,8 @@ import torch
 
 from ddpm.builders import build_model, build_schedule
 from ddpm.config import DataConfig, DiffusionConfig, RunConfig, UNetConfig
-from ddpm.generate import generate
+from ddpm.generate import generate, sample_config
+from ddpm.loaded_run import LoadedRun
 from ddpm.samplers import sample_ancestral, sample_ddim
 from ddpm.schedules import make_schedule, sampling_timesteps
 
@@ -235,7 +236,7 @@ def tiny_run(prediction):
         with torch.no_grad():  # conv_out starts at zero; perturb so the output depends on x_t
             for p in net.parameters():
                 p.add_(0.05 * torch.randn(p.shape))
-    return net, build_schedule(config), config
+    return LoadedRun(net, build_schedule(config), config, step=0)
 
 
 # With eps prediction, x0_hat = (x_t - sqrt(1 - ab) eps_hat) / sqrt(ab) multiplies the network's
@@ -248,10 +249,14 @@ def tiny_run(prediction):
 )  # fmt: skip
 @pytest.mark.slow
 def test_generate_is_independent_of_batch_size(prediction, sampler, eta, atol):
-    net, schedule, config = tiny_run(prediction)
-    kwargs = dict(n=5, seed=3, sampler=sampler, steps=10, eta=eta, progress=False)
-    a = generate(net, schedule, config, batch_size=3, **kwargs)
-    b = generate(net, schedule, config, batch_size=5, **kwargs)
+    run = tiny_run(prediction)
+    kwargs = dict(sampler=sampler, steps=10, eta=eta)
+    a = generate(
+        run, sample_config(run.config, batch_size=3, **kwargs), n=5, seed=3, progress=False
+    )
+    b = generate(
+        run, sample_config(run.config, batch_size=5, **kwargs), n=5, seed=3, progress=False
+    )
     assert a.shape == (5, 1, 8, 8) and a.dtype == torch.float32
     assert a.min() >= -1 and a.max() <= 1
     assert (a - b).abs().max().item() < atol
@@ -260,9 +265,10 @@ def test_generate_is_independent_of_batch_size(prediction, sampler, eta, atol):
 
 
 def test_generate_different_seeds_differ():
-    net, schedule, config = tiny_run("v")
-    a = generate(net, schedule, config, n=2, seed=0, steps=10, progress=False)
-    b = generate(net, schedule, config, n=2, seed=1, steps=10, progress=False)
-    again = generate(net, schedule, config, n=2, seed=0, steps=10, progress=False)
+    run = tiny_run("v")
+    sample = sample_config(run.config, steps=10)
+    a = generate(run, sample, n=2, seed=0, progress=False)
+    b = generate(run, sample, n=2, seed=1, progress=False)
+    again = generate(run, sample, n=2, seed=0, progress=False)
     assert torch.equal(a, again)
     assert (a - b).abs().max() > 1e-2

@@ -14,8 +14,12 @@ from .config import (
 from .denoiser import make_denoiser, make_variance_denoiser
 from .devices import resolve_device
 from .errors import DDPMError
-from .generate import LoadedRun, generate, initial_noise, load_run, slerp, to_uint8
+from .generate import generate, sample_config
+from .initial_noise import initial_noise
+from .interpolate import interpolation_noise, slerp
+from .loaded_run import LoadedRun, load_run
 from .models import UNet, build_unet
+from .pixels import from_uint8, to_uint8
 from .samplers import (
     SAMPLERS,
     StepInfo,
@@ -53,8 +57,10 @@ __all__ = [
     "build_schedule",
     "build_unet",
     "from_dict",
+    "from_uint8",
     "generate",
     "initial_noise",
+    "interpolation_noise",
     "karras_timesteps",
     "load_preset",
     "load_run",
@@ -67,6 +73,7 @@ __all__ = [
     "sample_ddim",
     "sample_dpmpp_2m",
     "sample_dpmpp_2m_sde",
+    "sample_config",
     "sample_heun",
     "sampling_timesteps",
     "save_grid",

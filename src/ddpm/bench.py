@@ -9,14 +9,15 @@ from __future__ import annotations
 import resource
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .builders import build_model, build_schedule
 from .config import RunConfig
-from .generate import generate
+from .generate import generate, sample_config
+from .loaded_run import LoadedRun
 from .models import UNet
 from .precision import DTYPES, resolve_precision
 from .train.step import make_trainer
@@ -175,15 +176,12 @@ def run_bench(
         )
         net.eval()
         schedule = build_schedule(config)
-
-        def sample(steps: int) -> None:
-            generate(net, schedule, config, n=batch_size, sampler="ddim", steps=steps,
-                     batch_size=batch_size, progress=False)  # fmt: skip
-
-        sample(2)  # warm-up
+        run = LoadedRun(net, schedule, config, step=train_steps)
+        sample = sample_config(config, sampler="ddim", steps=sample_steps, batch_size=batch_size)
+        generate(run, replace(sample, steps=2), n=batch_size, progress=False)  # warm-up
         _sync(device)
         start = time.perf_counter()
-        sample(sample_steps)
+        generate(run, sample, n=batch_size, progress=False)
         _sync(device)
         sample_rate = batch_size / (time.perf_counter() - start)
         memory, kind = _peak_memory(device)

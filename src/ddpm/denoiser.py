@@ -55,7 +55,7 @@ def make_denoiser(
 
     prediction: what `net` outputs, "eps", "x0", "v" or "edm" (ddpm.diffusion); required, since a
         wrong type gives plausible but wrong numbers. A loaded run's own denoiser, with every
-        option from its config, is `LoadedRun.denoiser()` (ddpm.generate).
+        option from its config, is `LoadedRun.denoiser()` (ddpm.loaded_run).
     clip: clamp x0_hat to [-1, 1] (the data range), as in Ho et al.'s sampler.
     labels: LongTensor [B] of class labels for a class-conditional network, or None.
     guidance: classifier-free guidance scale w (Ho & Salimans 2022): the raw output becomes

@@ -15,13 +15,30 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
-from .config import to_dict
-from .generate import LoadedRun, check_class_labels, resolve_spacing, sampler_options
+from .config import SampleConfig, to_dict
+from .generate import check_class_labels, class_labels, generate
+from .loaded_run import LoadedRun
+from .metrics.sample_files import load_samples, save_npz
+from .pixels import to_uint8
 from .precision import resolve_precision
+
+
+@dataclass(frozen=True)
+class SampleRequest:
+    """The images to generate from a run and score: `generate(run, sample, n=n, seed=seed,
+    labels=class_labels(class_label, n), guidance=guidance)` (see ddpm.generate)."""
+
+    sample: SampleConfig
+    n: int = 10_000
+    seed: int = 0
+    class_label: int | None = None  # every image of this class (a class-conditional model)
+    guidance: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -76,43 +93,51 @@ def config_digest(run: LoadedRun) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def generation_key(
-    run: LoadedRun,
-    *,
-    sampler: str,
-    steps: int | None,
-    spacing: str | None,
-    eta: float | None,
-    guidance: float,
-    class_label: int | None,
-    precision: str | None,
-    compile: bool | None,
-    seed: int,
-    n: int,
-) -> GenerationKey:
-    """The key of `generate(run..., these options)`, each option resolved as generate resolves
-    it (None: the run's config). Raises DDPMError for options generate would refuse (eta out of
-    range or given to another sampler than DDIM, a class the model does not have, guidance
-    without a class), so a bad option fails before any work."""
-    s = run.config.sample
-    options = sampler_options(sampler, run.config, eta)
-    labels = None if class_label is None else torch.tensor([class_label])
-    check_class_labels(run.net, labels, guidance)
+def generation_key(run: LoadedRun, request: SampleRequest) -> GenerationKey:
+    """The key of the images `request` makes from `run`, every option resolved ("auto"
+    precision to the one the device uses). Raises DDPMError for a class or guidance the model
+    cannot take, as generate would, so a bad request fails before any work."""
+    sample = request.sample
+    labels = None if request.class_label is None else torch.tensor([request.class_label])
+    check_class_labels(run.net, labels, request.guidance)
     device = next(run.net.parameters()).device
     return GenerationKey(
         weights=weights_digest(run.net),
         config=config_digest(run),
         checkpoint_step=run.step,
         use_ema=run.use_ema,
-        sampler=sampler,
-        steps=steps or s.steps,
-        spacing=resolve_spacing(sampler, run.config, spacing),
-        eta=float(options["eta"]) if "eta" in options else None,
-        guidance=float(guidance),
-        class_label=class_label,
-        precision=resolve_precision(precision or s.precision, device),
-        compile=s.compile if compile is None else compile,
+        sampler=sample.sampler,
+        steps=sample.steps,
+        spacing=sample.spacing,
+        eta=float(sample.eta) if sample.sampler == "ddim" else None,
+        guidance=float(request.guidance),
+        class_label=request.class_label,
+        precision=resolve_precision(sample.precision, device),
+        compile=sample.compile,
         device=device.type,
-        seed=seed,
-        n=n,
+        seed=request.seed,
+        n=request.n,
     )
+
+
+def generated_samples(
+    run: LoadedRun, request: SampleRequest, folder: Path, *, quiet: bool = False
+) -> tuple[torch.Tensor, Path, GenerationKey]:
+    """The images `request` makes from `run`, generated and saved in `folder` (or read from the
+    file an earlier call with the same key saved there) -> (uint8 [N, C, H, W], that .npz file,
+    their key)."""
+    key = generation_key(run, request)
+    path = folder / key.file_name()
+    if path.is_file():
+        print(f"samples: reusing {path}")
+        return load_samples(path), path, key
+    started = time.perf_counter()
+    images = generate(
+        run, request.sample, n=request.n, seed=request.seed,
+        labels=class_labels(request.class_label, request.n), guidance=request.guidance,
+        progress=not quiet,
+    )  # fmt: skip
+    images = to_uint8(images)
+    save_npz(images, path)
+    print(f"samples: {request.n} generated in {time.perf_counter() - started:.0f} s -> {path}")
+    return images, path, key

@@ -1,26 +1,18 @@
-"""`ddpm eval`: score a run (or a set of samples from any tool) and record every number with where
-it came from: sampler, steps, number of samples, feature space, reference split and seed, and for
-a run's own samples everything else that made them (EMA or raw weights, spacing, eta, class,
-guidance, precision, compile, device, checkpoint file).
-
-Rows go to `<run>/eval/metrics.csv` (appended, one row per metric) and are printed as a table. A
-metrics.csv from an older version, without some of today's columns, is rewritten once with them
-(its rows leave them empty: unknown) and then appended to; columns it has that we do not know are
-kept.
+"""Scoring a run (or a set of samples from any tool), as `ddpm eval` does: FID, IS, KID and
+precision/recall of samples against a reference split, bits/dim and validation loss of the
+network. `evaluate()` returns one `EvalRow` per number with where it came from: sampler, steps,
+number of samples, feature space, reference split and seed, and for a run's own samples
+everything else that made them (EMA or raw weights, spacing, eta, class, guidance, precision,
+compile, device, checkpoint file). `ddpm.eval_csv` records them in metrics.csv.
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import io
-import logging
-import os
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
 from tqdm import tqdm
@@ -28,7 +20,10 @@ from tqdm import tqdm
 from .config import DataConfig
 from .data import ImageData, load_dataset
 from .errors import DDPMError
-from .files import atomic_write
+from .eval_csv import EvalRow
+from .eval_samples import GenerationKey, SampleRequest, generated_samples
+from .generate import sample_config
+from .loaded_run import LoadedRun
 from .metrics.extractors import resolve_feature_space
 from .metrics.fidelity import (
     SAMPLE_METRICS,
@@ -38,48 +33,20 @@ from .metrics.fidelity import (
     fidelity_metrics,
     layers_for,
 )
-from .metrics.sample_files import match_channels
+from .metrics.sample_files import load_samples, match_channels
+from .samplers import num_function_evals
 
-log = logging.getLogger(__name__)
 MODEL_METRICS = ("bpd", "val-loss")
 METRICS = SAMPLE_METRICS + MODEL_METRICS
 
 
-@dataclass(frozen=True)
-class EvalRow:
-    """One line of metrics.csv."""
-
-    metric: str
-    value: float
-    spread: float | None  # IS/KID: std over splits/subsets; bpd: standard error; else empty
-    feature_space: str  # "inception-v3", "featnet:NAME@HASH", or "-" for bpd / val-loss
-    samples: str  # the scored samples file or folder, or "test split" for bpd and val-loss
-    sampler: str | None  # for generated samples: sampler name and its steps
-    steps: int | None
-    nfe: int | None  # network evaluations per generated image
-    n: int  # images scored
-    reference: str  # e.g. "fashion-mnist:test:10000"
-    seed: int | None
-    checkpoint_step: int | None
-    # how a run's images were made (empty where it does not apply, e.g. a --samples file);
-    # ema, precision, device and checkpoint also for bpd and val-loss, which score the network
-    ema: bool | None = None  # True: the EMA weights, False: the raw ones
-    spacing: str | None = None
-    eta: float | None = None  # DDIM's
-    guidance: float | None = None
-    class_label: int | None = None
-    precision: str | None = None
-    compile: bool | None = None
-    device: str | None = None
-    checkpoint: str | None = None  # the checkpoint file
-    time: str = ""
-
-
-CSV_FIELDS = [f.name for f in fields(EvalRow)]
-
-
 def parse_metrics(text: str) -> tuple[str, ...]:
-    names = tuple(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
+    """ "fid, kid,bpd" -> ("fid", "kid", "bpd"): each known, in order, once."""
+    return _known_metrics(m.strip() for m in text.split(",") if m.strip())
+
+
+def _known_metrics(names: Iterable[str]) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(names))
     unknown = [m for m in names if m not in METRICS]
     if unknown or not names:
         raise DDPMError(
@@ -146,95 +113,163 @@ def sample_metrics(
     return values, space.label
 
 
-def read_metrics(path: Path) -> tuple[list[str], list[dict[str, str]]] | None:
-    """An existing metrics.csv's columns and rows; None when there is none (or it is empty).
-    DDPMError when the file is not a readable metrics.csv, so `ddpm eval` can refuse before
-    any work rather than after it."""
-    if not path.is_file() or path.stat().st_size == 0:
-        return None
-    try:
-        with path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            rows = list(reader)
-            header = list(reader.fieldnames or [])
-    except (OSError, csv.Error, UnicodeDecodeError) as error:
-        raise DDPMError(f"cannot read {path} ({error}); move it away to write a new one") from None
-    if not {"metric", "value"} <= set(header) or any(None in row for row in rows):
-        raise DDPMError(
-            f"{path} is not a metrics.csv of ddpm eval (columns: {', '.join(header)[:80]}, or a "
-            f"row with more fields); move it away to write a new one"
-        )
-    return header, rows
+@dataclass(frozen=True)
+class Reference:
+    """The real images samples are scored against (and bits/dim and the validation loss are
+    measured on): a split of a dataset, its first `limit` images (None: all)."""
+
+    split: Literal["test", "train"] = "test"
+    limit: int | None = None
+    data: DataConfig | None = None  # None: the run's config.data
 
 
-def write_rows(rows: Sequence[EvalRow], path: Path) -> Path:
-    """Append rows to metrics.csv, writing the header when the file is new. A failed append (a
-    full disk) is one DDPMError and is cut back off, so the rows written before stay readable.
-    A file with other columns (an older version's) is rewritten atomically with ours first, then
-    its own others; its rows leave our new columns empty."""
-    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    records = [asdict(row) | {"time": row.time or stamp} for row in rows]
-    records = [{k: "" if v is None else v for k, v in r.items()} for r in records]
-    existing = read_metrics(path)
-    if existing is not None and existing[0] != CSV_FIELDS:
-        header, old_rows = existing
-        fields = CSV_FIELDS + [c for c in header if c not in CSV_FIELDS]
-        new = [c for c in CSV_FIELDS if c not in header]
-        if new:
-            log.warning(
-                "%s: adding the columns %s (empty in its earlier rows)", path, ", ".join(new)
-            )
-        atomic_write(path, _csv_text(fields, [*old_rows, *records], header=True).encode())
-        return path
-    return _append(path, _csv_text(CSV_FIELDS, records, header=existing is None))
+@dataclass(frozen=True)
+class BpdSettings:
+    """How bits/dim is measured (ddpm.metrics.likelihood.bits_per_dim)."""
+
+    num_images: int = 256  # the first reference images
+    num_timesteps: int | None = None  # K stratified terms per image; None: all T (exact)
+    batch_size: int = 256
+    precision: str = "fp32"  # a measurement: fp32 unless asked otherwise
 
 
-def _csv_text(fields: list[str], records: list[dict], *, header: bool) -> str:
-    text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=fields, restval="")
-    if header:
-        writer.writeheader()
-    writer.writerows(records)
-    return text.getvalue()
+def evaluate(
+    metrics: Sequence[str],
+    *,
+    run: LoadedRun | None = None,
+    samples: str | Path | SampleRequest | None = None,
+    reference: Reference = Reference(),
+    features: str = "inception",
+    inception_weights: str | None = None,
+    bpd: BpdSettings = BpdSettings(),
+    out_dir: str | Path = "eval",
+    device: torch.device | str | None = None,
+    quiet: bool = False,
+) -> list[EvalRow]:
+    """Score `run` and/or `samples` -> one EvalRow per metric (record them with
+    ddpm.eval_csv.write_rows).
+
+    metrics: any of METRICS; bpd and val-loss need a run. samples: a .npz file or image folder
+    to score, or a SampleRequest to generate them from the run (cached in out_dir/samples/,
+    ddpm.eval_samples); None with a run: generate(run) of 10,000 images. features: "inception"
+    (weights from inception_weights, else torch hub's cache) or a feature network's name or
+    .safetensors file. device: where features are computed (None: the run's, else the CPU).
+    Progress lines are printed; quiet hides the progress bars.
+    """
+    metrics = _known_metrics(metrics)
+    sample_list = [m for m in metrics if m not in MODEL_METRICS]
+    if run is None and (len(sample_list) < len(metrics) or reference.data is None):
+        raise DDPMError("without a run, evaluate scores samples only, against reference.data")
+    if run is None and sample_list and not isinstance(samples, (str, Path)):
+        raise DDPMError("without a run, evaluate needs samples: a .npz file or image folder")
+    data = reference.data or run.config.data
+    images = reference_set(data, reference.split, reference.limit)
+    ref_label = f"{data.dataset}:{reference.split}:{len(images)}"
+    rows: list[EvalRow] = []
+    if sample_list:
+        scored, source, made = _samples_to_score(run, samples, Path(out_dir), quiet=quiet)
+        if device is None:
+            device = next(run.net.parameters()).device if run is not None else "cpu"
+        values, space = sample_metrics(
+            scored, images, f"{data.dataset}-{reference.split}", sample_list, features=features,
+            inception_weights=inception_weights, device=device, quiet=quiet,
+        )  # fmt: skip
+        common = dict(feature_space=space, samples=str(source), n=len(scored), reference=ref_label)
+        step = run.step if run else None
+        rows += [
+            EvalRow(v.metric, v.value, v.spread, **common, **made, checkpoint_step=step)
+            for v in values
+        ]
+    if "bpd" in metrics:
+        rows.append(_bpd_row(run, images, reference.split, ref_label, bpd, quiet=quiet))
+    if "val-loss" in metrics:
+        rows.append(_val_loss_row(run, images, reference.split, ref_label))
+    return rows
 
 
-def _append(path: Path, text: str) -> Path:
-    existed = path.is_file()
-    size = path.stat().st_size if existed else 0
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", newline="") as f:
-            f.write(text)
-    except OSError as error:
-        with contextlib.suppress(OSError):
-            if existed:
-                os.truncate(path, size)
-            else:
-                path.unlink(missing_ok=True)
-        raise DDPMError(f"could not write {path}: {error.strerror or error}") from None
-    return path
+def _samples_to_score(
+    run: LoadedRun | None,
+    samples: str | Path | SampleRequest | None,
+    out_dir: Path,
+    *,
+    quiet: bool,
+) -> tuple[torch.Tensor, str | Path, dict[str, Any]]:
+    """(uint8 images [N, C, H, W], where they are, metrics.csv's columns saying how they were
+    made): a file or folder as it is; a run's own samples generated, or read from the cache."""
+    if run is None or isinstance(samples, (str, Path)):
+        return load_samples(samples), samples, dict(sampler=None, steps=None, nfe=None, seed=None)
+    request = samples or SampleRequest(sample_config(run.config))
+    images, path, key = generated_samples(run, request, out_dir / "samples", quiet=quiet)
+    return images, path, _sample_columns(run, key)
 
 
-def format_table(rows: Sequence[EvalRow]) -> str:
-    """A fixed-width table of the rows for the terminal."""
-    header = ("metric", "value", "+-", "feature space", "samples", "NFE", "n", "reference")
-    # the table names generated samples by sampler and steps, files by name; the CSV has both
-    lines = [header]
-    for r in rows:
-        spread = "" if r.spread is None else f"{r.spread:.4g}"
-        nfe = "" if r.nfe is None else str(r.nfe)
-        lines.append(
-            (
-                r.metric,
-                f"{r.value:.5g}",
-                spread,
-                r.feature_space,
-                (f"{r.sampler}-{r.steps}" if r.sampler else Path(r.samples).name or r.samples)
-                + (" (raw weights)" if r.ema is False else ""),
-                nfe,
-                str(r.n),
-                r.reference,
-            )
-        )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
+def _network_columns(run: LoadedRun, precision: str) -> dict[str, Any]:
+    """metrics.csv's columns for a number computed with the run's network."""
+    device = next(run.net.parameters()).device.type
+    checkpoint = str(run.checkpoint) if run.checkpoint else None
+    return dict(ema=run.use_ema, precision=precision, device=device, checkpoint=checkpoint)
+
+
+def _sample_columns(run: LoadedRun, key: GenerationKey) -> dict[str, Any]:
+    """metrics.csv's columns for the run's own samples: every part of their key."""
+    return _network_columns(run, key.precision) | dict(
+        sampler=key.sampler, steps=key.steps, nfe=num_function_evals(key.sampler, key.steps),
+        seed=key.seed, spacing=key.spacing, eta=key.eta, guidance=key.guidance,
+        class_label=key.class_label, compile=key.compile,
+    )  # fmt: skip
+
+
+def _bpd_row(
+    run: LoadedRun,
+    reference: ImageData,
+    split: str,
+    ref_label: str,
+    settings: BpdSettings,
+    *,
+    quiet: bool,
+) -> EvalRow:
+    """Bits/dim of the first reference images under the run's model, printed with its parts."""
+    from .metrics.likelihood import bits_per_dim
+    from .precision import resolve_precision
+
+    images = reference.images[: settings.num_images]
+    T = run.schedule.num_timesteps
+    K = settings.num_timesteps
+    per_image = T if K is None else min(K, T - 1) + 1
+    started = time.perf_counter()
+    total = len(images) * per_image
+    with tqdm(total=total, desc="bits/dim", unit="img-step", disable=quiet, leave=False) as bar:
+        result = bits_per_dim(
+            run, images, num_timesteps=K, batch_size=settings.batch_size,
+            precision=settings.precision, progress=bar.update,
+        )  # fmt: skip
+    how = (
+        f"all {T} terms"
+        if result.exhaustive
+        else f"{result.num_timesteps} of {T} terms per image (stratified estimate of the sum)"
+    )
+    print(
+        f"bits/dim: {result.mean:.4f} +- {result.std_error:.4f} (standard error) over "
+        f"{result.num_images} images, {how}; prior {result.prior:.2e}, decoder "
+        f"{result.decoder:.4f}, KL terms {result.kl_terms:.4f} ({time.perf_counter() - started:.0f} s)"
+    )
+    terms = "" if result.exhaustive else f", {result.num_timesteps}/{T} t"
+    device = next(run.net.parameters()).device
+    return EvalRow(
+        "bpd", result.mean, result.std_error, feature_space="-",
+        samples=f"{split} split{terms}", sampler=None, steps=None, nfe=None,
+        n=result.num_images, reference=ref_label, seed=None, checkpoint_step=run.step,
+        **_network_columns(run, resolve_precision(settings.precision, device)),
+    )  # fmt: skip
+
+
+def _val_loss_row(run: LoadedRun, reference: ImageData, split: str, ref_label: str) -> EvalRow:
+    """The training objective of the run's network on the reference images."""
+    from .train.validation import validation_loss
+
+    loss = validation_loss(run.net, reference, run.config, num_images=len(reference))
+    return EvalRow(
+        "val-loss", loss, None, feature_space="-", samples=f"{split} split",
+        sampler=None, steps=None, nfe=None, n=len(reference), reference=ref_label, seed=None,
+        checkpoint_step=run.step, **_network_columns(run, "fp32"),  # validation runs in fp32
+    )  # fmt: skip

@@ -21,9 +21,11 @@ import torch
 from .data import load_dataset
 from .errors import DDPMError
 from .files import atomic_write
-from .generate import LoadedRun, generate, to_uint8
+from .generate import generate, sample_config
+from .loaded_run import LoadedRun
 from .metrics.pixel_fd import METRIC_NAME, frechet_distance, gaussian_fit, pixel_features
-from .samplers import SAMPLERS, num_function_evals
+from .pixels import to_uint8
+from .samplers import num_function_evals
 
 
 @dataclass(frozen=True)
@@ -36,25 +38,6 @@ class SweepRow:
     score: float
     images_per_s: float
     seconds: float
-
-
-def parse_plan(samplers: str, steps: Sequence[int]) -> list[tuple[str, int]]:
-    """'ddpm:1000,ddim,heun' and steps [10, 20] -> [(ddpm, 1000), (ddim, 10), (ddim, 20),
-    (heun, 10), (heun, 20)]: NAME:K pins a sampler to K steps (a DDPM-1000 reference)."""
-    plan = []
-    for item in filter(None, (part.strip() for part in samplers.split(","))):
-        name, _, pinned = item.partition(":")
-        if name not in SAMPLERS:
-            raise DDPMError(f"unknown sampler {name!r}; known: {', '.join(SAMPLERS)}")
-        if pinned:
-            if not pinned.isdigit() or int(pinned) < 1:
-                raise DDPMError(f"--samplers: expected NAME or NAME:STEPS, got {item!r}")
-            plan.append((name, int(pinned)))
-        else:
-            plan.extend((name, k) for k in steps)
-    if not plan:
-        raise DDPMError("--samplers needs at least one sampler")
-    return plan
 
 
 def make_scorer(
@@ -98,22 +81,24 @@ def run_sweep(
     on_row: Callable[[list[SweepRow]], None] | None = None,
 ) -> list[SweepRow]:
     """Generate n images per (sampler, steps) of the plan and score them; `on_row` receives the
-    rows so far after each one (to write partial results)."""
+    rows so far after each one (to write partial results). batch_size, precision and compile
+    apply to every point (None: the run's config.sample); each sampler samples on its own grid
+    (`sample_config`)."""
     if n < 2:
-        raise DDPMError(f"--n must be >= 2 to fit a covariance, got {n}")
+        raise DDPMError(f"n must be >= 2 to fit a covariance, got {n}")
     metric, score_of = make_scorer(run, features)
     if run.config.sample.compile if compile is None else compile:
         # compile before the clock starts, at the largest batch, so no row's images/s pays for it
         largest = min(n, batch_size or run.config.sample.batch_size)
-        generate(run.net, run.schedule, run.config, n=largest, sampler="ddim", steps=1,
-                 batch_size=largest, precision=precision, compile=True, progress=False)  # fmt: skip
+        warm_up = sample_config(run.config, sampler="ddim", steps=1, batch_size=largest,
+                                precision=precision, compile=True)  # fmt: skip
+        generate(run, warm_up, n=largest, progress=False)
     rows: list[SweepRow] = []
     for sampler, steps in plan:
         start = time.perf_counter()
-        images = generate(
-            run.net, run.schedule, run.config, n=n, seed=seed, sampler=sampler, steps=steps,
-            batch_size=batch_size, precision=precision, compile=compile, progress=progress,
-        )  # fmt: skip
+        sample = sample_config(run.config, sampler=sampler, steps=steps, batch_size=batch_size,
+                               precision=precision, compile=compile)  # fmt: skip
+        images = generate(run, sample, n=n, seed=seed, progress=progress)
         seconds = time.perf_counter() - start
         score = score_of(to_uint8(images))
         rows.append(

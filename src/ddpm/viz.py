@@ -14,7 +14,7 @@ from PIL import Image
 from torchvision.utils import make_grid
 
 from .files import atomic_output
-from .generate import to_uint8
+from .pixels import to_uint8
 from .samplers import StepInfo
 
 if TYPE_CHECKING:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import DDPMError
+from ..pixels import from_uint8
 from ..rng import global_batch_rows, step_generator
 
 
@@ -59,7 +60,7 @@ class InMemoryBatches:
         epoch, position = divmod(step, self.steps_per_epoch)
         start = position * self.global_batch + self.rank * self.batch_size
         index = self._order_for(epoch)[start : start + self.batch_size]
-        x0 = self.images[index].float().div_(127.5).sub_(1.0)
+        x0 = from_uint8(self.images[index])  # one float32 tensor, scaled in place
         if self.random_flip:
             generator = step_generator(self.seed, step, 1, device=x0.device)
             mine = global_batch_rows(

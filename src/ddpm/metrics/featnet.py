@@ -28,6 +28,7 @@ from ..data import ImageData
 from ..data.cache import cache_dir
 from ..errors import DDPMError
 from ..files import atomic_write
+from ..pixels import from_uint8
 
 FORMAT = "ddpm-featnet-v1"
 
@@ -86,7 +87,7 @@ def prepare_input(images: torch.Tensor, *, image_size: int, channels: int) -> to
         x = x.expand(-1, 3, -1, -1)
     if x.shape[-2:] != (image_size, image_size):
         x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", antialias=True)
-    return x / 127.5 - 1
+    return from_uint8(x)
 
 
 def featnet_path(name: str) -> Path:

@@ -40,8 +40,9 @@ from ..diffusion import (
     q_sample,
 )
 from ..errors import DDPMError
-from ..generate import LoadedRun
 from ..learned_variance import learned_range_log_variance
+from ..loaded_run import LoadedRun
+from ..pixels import from_uint8
 from ..rng import seeded_generator
 from ..schedules import Schedule
 
@@ -207,7 +208,7 @@ def _bound(
     totals = torch.zeros(n, 3, dtype=torch.float64)  # prior, decoder, kl
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
-        x0 = images[start:stop].to(device).double() / 127.5 - 1
+        x0 = from_uint8(images[start:stop].to(device), torch.float64)
         totals[start:stop, 0] = prior_kl(x0, float(alpha_bar[-1])).cpu()
         for column in range(-1, num_kl):  # -1: the decoder step k = 0
             eps = torch.randn(x0.shape, generator=generator, dtype=torch.float64).to(device)

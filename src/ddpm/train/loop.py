@@ -29,6 +29,7 @@ from ..config import RunConfig, from_dict
 from ..data import ImageData, InMemoryBatches, check_labels, load_dataset
 from ..errors import DDPMError
 from ..generate import generate
+from ..loaded_run import LoadedRun
 from ..viz import plot_loss, save_grid
 from . import distributed, quality, run_files
 from .budget import TimeBudget, TrainingClock
@@ -226,9 +227,7 @@ def _sample_grid(
     """The EMA's sample grid at a step; None if a stop request arrives meanwhile."""
     try:
         images = generate(
-            trainer.ema,
-            build_schedule(config),
-            config,
+            LoadedRun(trainer.ema, build_schedule(config), config, step),
             n=config.train.num_sample_images,
             seed=config.train.seed,
             callback=_interrupt_on(stop),

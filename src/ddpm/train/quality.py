@@ -24,7 +24,8 @@ import torch
 from ..builders import build_schedule
 from ..config import RunConfig, parse_duration
 from ..errors import DDPMError
-from ..generate import generate, to_uint8
+from ..generate import generate, sample_config
+from ..loaded_run import LoadedRun
 from ..metrics import (
     FeatureSpace,
     MetricValue,
@@ -35,6 +36,7 @@ from ..metrics import (
 )
 from ..metrics.fidelity import layers_for
 from ..models import UNet
+from ..pixels import to_uint8
 from ..samplers import num_function_evals
 from ..viz import plot_quality
 from . import run_files
@@ -162,9 +164,10 @@ class QualityMonitor:
             return None
         started = time.perf_counter()
         cfg = self.config.train
-        images = generate(net, build_schedule(self.config), self.config, n=cfg.eval_n,
-                          seed=EVAL_SEED, sampler=cfg.eval_sampler, steps=cfg.eval_steps,
-                          callback=callback, progress=False)  # fmt: skip
+        run = LoadedRun(net, build_schedule(self.config), self.config, step)
+        sample = sample_config(self.config, sampler=cfg.eval_sampler, steps=cfg.eval_steps)
+        images = generate(run, sample, n=cfg.eval_n, seed=EVAL_SEED, callback=callback,
+                          progress=False)  # fmt: skip
         device = next(net.parameters()).device
         features = extract_features(
             to_uint8(images), self.space, layers_for(METRICS, self.space), device=device

@@ -12,6 +12,7 @@ import torch
 from ..builders import build_schedule
 from ..config import RunConfig
 from ..data import ImageData
+from ..pixels import from_uint8
 from ..rng import seeded_generator
 from .objective import objective
 
@@ -40,7 +41,7 @@ def validation_loss(
     net.eval()
     total = torch.zeros((), dtype=torch.float64, device=device)
     for start in range(0, n, batch_size):
-        x0 = data.images[start : min(start + batch_size, n)].to(device).float() / 127.5 - 1
+        x0 = from_uint8(data.images[start : min(start + batch_size, n)].to(device))
         t = t_all[start : start + len(x0)].to(device)
         eps = eps_all[start : start + len(x0)].to(device)
         losses, _ = objective(net, x0, t, eps, alpha_bar_64, config.diffusion)

@@ -1,0 +1,56 @@
+"""The `ddpm` command line: one module per sub-command (train, sample, interpolate, sweep, eval,
+featnet, presets, bench), the flags several take in `args`. User errors print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ..errors import DDPMError
+from . import bench, featnet, interpolate, presets, sample, sweep, train
+from . import eval as eval_command
+
+MAX_MESSAGE = 1000  # characters of an error line; longer ones are cut (a value shown in full)
+# the order `ddpm --help` lists them in
+COMMANDS = (train, sample, interpolate, sweep, eval_command, featnet, presets, bench)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line instead of usage + message
+        self.exit(2, f"ddpm: error: {message} (see: {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `ddpm` parser; each sub-command's module adds its own (`add_command`)."""
+    parser = _Parser(prog="ddpm", description="Denoising diffusion probabilistic models.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for command in COMMANDS:
+        command.add_command(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `ddpm ARGV` -> exit code: 0 done, 2 a user error (one line on stderr), 130 stopped."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="ddpm: %(message)s"
+    )
+    try:
+        return args.func(args)
+    except DDPMError as error:
+        from ..train.signals import TrainingStopped
+
+        message = str(error)
+        if len(message) > MAX_MESSAGE:
+            message = message[: MAX_MESSAGE - 3] + "..."
+        print(
+            f"ddpm: {'stopped' if isinstance(error, TrainingStopped) else 'error'}: {message}",
+            file=sys.stderr,
+        )
+        return 130 if isinstance(error, TrainingStopped) else 2
+    except KeyboardInterrupt:
+        print("ddpm: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,114 @@
+"""`ddpm sample`: a grid of images from a run (and optionally an .npz of them and a
+progressive-denoising strip)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..config import SampleConfig
+from ..output_paths import check_distinct, check_output_file
+from ..samplers import SAMPLERS, num_function_evals
+from ..schedules import SPACINGS
+from .args import (
+    add_device_option,
+    add_guidance_options,
+    add_network_options,
+    check_generation_flags,
+    finite_float,
+    positive_int,
+    seed,
+)
+
+
+def sampler_summary(sample: SampleConfig, *, guided: bool = False) -> str:
+    """One line such as 'sampler: dpmpp-2m, 20 steps (uniform spacing), 20 NFE'."""
+    nfe = num_function_evals(sample.sampler, sample.steps)
+    pairs = " (each a batched conditional + null pair)" if guided else ""
+    return (
+        f"sampler: {sample.sampler}, {sample.steps} steps ({sample.spacing} spacing), {nfe} NFE"
+        f"{pairs}"
+    )
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from ..devices import resolve_device
+    from ..generate import class_labels, generate, sample_config
+    from ..loaded_run import load_run
+    from ..metrics.sample_files import save_npz
+    from ..pixels import to_uint8
+    from ..resources import check_images_fit
+    from ..viz import TrajectoryRecorder, save_grid, save_progressive
+
+    out = Path(args.out)
+    progressive = None
+    if args.progressive is not None:
+        progressive = Path(args.progressive or out.with_name(out.stem + "_progressive.png"))
+    check_output_file(out, "sample grid (--out)", image=True)
+    if progressive is not None:
+        check_output_file(progressive, "progressive strip (--progressive)", image=True)
+    if args.npz:
+        check_output_file(args.npz, "sample file (--npz)")
+    check_distinct({"--out": out, "--progressive": progressive, "--npz": args.npz})
+    run = load_run(args.run, use_ema=not args.no_ema, device=resolve_device(args.device))
+    check_images_fit(run.config, args.n)
+    check_generation_flags(
+        run, sampler=args.sampler, steps=args.steps, eta=args.eta, class_label=args.class_label,
+        guidance=args.guidance,
+    )  # fmt: skip
+    sample = sample_config(
+        run.config, sampler=args.sampler, steps=args.steps, eta=args.eta, spacing=args.spacing,
+        batch_size=args.batch_size, precision=args.precision, compile=args.compile,
+    )  # fmt: skip
+    recorder = None
+    if args.progressive is not None:
+        recorder = TrajectoryRecorder(args.steps, num_frames=10, num_images=min(4, args.n))
+    images = generate(
+        run, sample, n=args.n, seed=args.seed, labels=class_labels(args.class_label, args.n),
+        guidance=args.guidance, callback=recorder, progress=not args.quiet,
+    )  # fmt: skip
+    print(sampler_summary(sample, guided=args.guidance != 1.0))
+    print(f"grid: {save_grid(images, out)}")
+    if recorder is not None:
+        print(f"progressive denoising: {save_progressive(recorder, images, progressive)}")
+    if args.npz:
+        save_npz(to_uint8(images), args.npz)
+        print(
+            f"npz: {args.npz} (arr_0: uint8 {args.n}x{images.shape[2]}x{images.shape[3]}x{images.shape[1]})"
+        )
+    return 0
+
+
+def add_command(sub: argparse._SubParsersAction) -> None:
+    """Register `ddpm sample`."""
+    sample = sub.add_parser("sample", help="generate images from a run")
+    sample.add_argument("--run", required=True, help="run folder or checkpoint file")
+    sample.add_argument("--n", type=positive_int, default=64, help="number of images")
+    sample.add_argument("--sampler", choices=sorted(SAMPLERS), default="ddim")
+    sample.add_argument(
+        "--steps", type=positive_int, default=50, help="number of timesteps to visit"
+    )
+    sample.add_argument("--eta", type=finite_float, default=None, help="DDIM eta (default: config)")
+    sample.add_argument(
+        "--spacing",
+        choices=SPACINGS,
+        default=None,
+        help="timestep spacing (default: the sampler's own, heun: karras; others: sample.spacing)",
+    )
+    add_guidance_options(sample)
+    add_network_options(sample)
+    sample.add_argument("--seed", type=seed, default=0, help="0 <= seed < 2**63")
+    sample.add_argument("--out", default="samples.png", metavar="GRID.png")
+    sample.add_argument("--npz", metavar="FILE.npz", help="also write arr_0: uint8 [N, H, W, C]")
+    sample.add_argument(
+        "--progressive",
+        nargs="?",
+        const="",
+        metavar="STRIP.png",
+        help="also write a progressive-denoising strip",
+    )
+    sample.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
+    sample.add_argument("--batch-size", type=positive_int, default=None)
+    add_device_option(sample)
+    sample.add_argument("--quiet", action="store_true")
+    sample.set_defaults(func=cmd_sample)
