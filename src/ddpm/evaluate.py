@@ -55,15 +55,6 @@ def _known_metrics(names: Iterable[str]) -> tuple[str, ...]:
     return names
 
 
-def reference_set(config: DataConfig, split: str, limit: int | None) -> ImageData:
-    """The reference split fitted to the run's image size and channels, first `limit` images."""
-    data = load_dataset(config, split)
-    if limit is not None and limit < len(data):
-        labels = None if data.labels is None else data.labels[:limit]
-        data = ImageData(data.images[:limit], labels, data.num_classes, data.name)
-    return data
-
-
 def _bar(total: int, desc: str, quiet: bool) -> tqdm:
     return tqdm(total=total, desc=desc, unit="img", disable=quiet, leave=False)
 
@@ -163,7 +154,7 @@ def evaluate(
     if run is None and sample_list and not isinstance(samples, (str, Path)):
         raise DDPMError("without a run, evaluate needs samples: a .npz file or image folder")
     data = reference.data or run.config.data
-    images = reference_set(data, reference.split, reference.limit)
+    images = load_dataset(data, reference.split, limit=reference.limit)
     ref_label = f"{data.dataset}:{reference.split}:{len(images)}"
     rows: list[EvalRow] = []
     if sample_list:

@@ -12,13 +12,9 @@ from .args import add_device_option, positive_int
 def cmd_bench(args: argparse.Namespace) -> int:
     from ..bench import run_bench
     from ..devices import resolve_device
-    from ..models import check_unet_config
     from ..resources import check_training_fits
 
     config = from_dict(parse_overrides(args.set), base=load_preset(args.preset))
-    check_unet_config(
-        config.model, image_size=config.data.image_size, in_channels=config.data.channels
-    )
     device = resolve_device(args.device)
     check_training_fits(config, device, batch_size=args.batch)
     result = run_bench(

@@ -17,7 +17,14 @@ def cmd_featnet_train(args: argparse.Namespace) -> int:
 
     from ..data import load_dataset
     from ..devices import resolve_device
-    from ..metrics.featnet import FeatNetInfo, accuracy, featnet_path, save_featnet, train_featnet
+    from ..metrics.featnet import (
+        FeatNetInfo,
+        accuracy,
+        featnet_path,
+        require_labels,
+        save_featnet,
+        train_featnet,
+    )  # fmt: skip
 
     config = data_config(args.dataset, args.data_dir, args.image_size, args.channels)
     name = args.name or (
@@ -32,6 +39,7 @@ def cmd_featnet_train(args: argparse.Namespace) -> int:
             f"no longer be comparable with a new one: pass --force to replace it, or --name NEW"
         )
     train, test = load_dataset(config, "train"), load_dataset(config, "test")
+    require_labels(train), require_labels(test)  # before training, not after it
     started = time.perf_counter()
     total = args.epochs * -(-len(train) // args.batch_size)
     with tqdm(total=total, desc="featnet", unit="img-step", disable=args.quiet, leave=False) as bar:

@@ -68,7 +68,6 @@ def _resume_config(args: argparse.Namespace) -> RunConfig:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ..devices import resolve_device
-    from ..models import check_unet_config
     from ..resources import check_training_fits
     from ..train import train
 
@@ -82,9 +81,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not (args.dataset or args.preset) or not args.out:
             raise DDPMError("train needs --dataset NAME or --preset NAME, and --out DIR")
         config, run_dir = _resolve_train_config(args), Path(args.out)
-    check_unet_config(
-        config.model, image_size=config.data.image_size, in_channels=config.data.channels
-    )
     device = resolve_device(args.device)
     estimate, memory = check_training_fits(config, device)  # before anything is allocated
     check_output_folder(run_dir, "run folder")

@@ -52,11 +52,17 @@ DATASETS: dict[str, Callable[[DataConfig, Split], ImageData]] = {
 }  # fmt: skip
 
 
-def load_dataset(config: DataConfig, split: Split = "train") -> ImageData:
-    """Load a split of config.dataset and fit it to config.image_size and config.channels."""
+def load_dataset(
+    config: DataConfig, split: Split = "train", *, limit: int | None = None
+) -> ImageData:
+    """Load a split of config.dataset and fit it to config.image_size and config.channels;
+    limit: keep only its first `limit` images (an evaluation's reference set)."""
     if config.dataset not in DATASETS:
         raise DDPMError(f"unknown dataset {config.dataset!r}; known: {', '.join(sorted(DATASETS))}")
     data = DATASETS[config.dataset](config, split)
+    if limit is not None and limit < len(data):
+        labels = None if data.labels is None else data.labels[:limit]
+        data = ImageData(data.images[:limit], labels, data.num_classes, data.name)
     return fit(data, image_size=config.image_size, channels=config.channels, mode=config.fit)
 
 

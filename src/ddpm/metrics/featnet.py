@@ -136,13 +136,19 @@ def load_featnet(
 
 
 @torch.inference_mode()
-def accuracy(net: FeatureNet, data: ImageData, *, batch_size: int = 512) -> float:
-    """Top-1 accuracy of `net` on labelled data."""
+def require_labels(data: ImageData) -> torch.Tensor:
+    """data.labels, or a DDPMError: a feature network learns and is scored on class labels."""
     if data.labels is None:
         raise DDPMError(
-            f"accuracy needs class labels; dataset {data.name} has no labels "
+            f"a feature network needs class labels; dataset {data.name} has no labels "
             f"(for a folder: put each class's images in its own sub-folder)"
         )
+    return data.labels
+
+
+def accuracy(net: FeatureNet, data: ImageData, *, batch_size: int = 512) -> float:
+    """Top-1 accuracy of `net` on labelled data."""
+    labels = require_labels(data)
     net.eval()
     device = next(net.parameters()).device
     correct = 0
@@ -150,7 +156,7 @@ def accuracy(net: FeatureNet, data: ImageData, *, batch_size: int = 512) -> floa
         images = data.images[start : start + batch_size]
         x = prepare_input(images, image_size=images.shape[-1], channels=images.shape[1])
         _, logits = net(x.to(device))
-        correct += int((logits.argmax(1).cpu() == data.labels[start : start + batch_size]).sum())
+        correct += int((logits.argmax(1).cpu() == labels[start : start + batch_size]).sum())
     return correct / len(data)
 
 

@@ -23,6 +23,7 @@ import torch
 
 from ..builders import build_schedule
 from ..config import RunConfig, parse_duration
+from ..data import load_dataset
 from ..errors import DDPMError
 from ..generate import generate, sample_config
 from ..loaded_run import LoadedRun
@@ -127,9 +128,7 @@ class QualityMonitor:
         except DDPMError as error:
             log.warning("no evaluation during training (train.eval_every): %s", error)
             return None
-        from ..evaluate import reference_set
-
-        reference = reference_set(config.data, "test", None)
+        reference = load_dataset(config.data, "test")
         name = f"{config.data.dataset}-test"
         features_of_reference, _ = cached_reference_features(
             name, reference.images, space, layers_for(METRICS, space), device=device
