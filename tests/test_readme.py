@@ -73,3 +73,17 @@ def test_the_python_example_runs(tmp_path, monkeypatch):
     images, fast = namespace["images"], namespace["fast"]
     assert images.shape == fast.shape == (16, 1, 8, 8)
     assert (tmp_path / "runs/api/grid.png").stat().st_size > 0
+
+
+def test_where_things_live_names_every_module():
+    """A newcomer finds each command, sampler, dataset and metric from README's layout map."""
+    block = re.search(r"^## Where things live\n+```\n(.*?)```", README.read_text(), re.M | re.S)
+    assert block, "README has no layout map"
+    package = ROOT / "src" / "ddpm"
+    modules = {
+        p.name for p in package.rglob("*.py") if p.name not in ("__init__.py", "__main__.py")
+    }
+    packages = {f"{p.parent.name}/" for p in package.rglob("__init__.py") if p.parent != package}
+    named = set(re.findall(r"[\w.]+\.py|\w+/", block.group(1)))
+    assert not modules - named, f"not in README's layout map: {sorted(modules - named)}"
+    assert not packages - named, f"not in README's layout map: {sorted(packages - named)}"
