@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from tiny import TINY_MODEL, sets
 
 from ddpm.cli import main
@@ -207,3 +208,14 @@ def test_checkpoint_that_does_not_match_its_config(capsys, run_dir, tmp_path):
     bad = tmp_path / "mismatch.safetensors"
     bad.write_bytes(data.replace(b'"sha256":"' + b"0" * 64, b'"sha256":"' + digest))
     fails_with(capsys, ["sample", "--run", str(bad)], "does not match its model config")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal needs a machine without CUDA")
+def test_cuda_without_a_cuda_device_is_one_line_naming_the_parameter(capsys):
+    from ddpm.devices import resolve_device
+    from ddpm.errors import DDPMError
+
+    with pytest.raises(DDPMError, match="^device 'cuda' was asked for, but no CUDA device"):
+        resolve_device("cuda")
+    assert main(["bench", "--preset", "digits", "--device", "cuda"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err

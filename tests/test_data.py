@@ -257,7 +257,7 @@ def test_empty_or_unreadable_folder(tmp_path):
         load_dataset(DataConfig(dataset="folder", data_dir=str(tmp_path / "empty"), image_size=8))
     with pytest.raises(DDPMError, match="image folder not found"):
         load_dataset(DataConfig(dataset="folder", data_dir=str(tmp_path / "nowhere"), image_size=8))
-    with pytest.raises(DDPMError, match="needs --data-dir"):
+    with pytest.raises(DDPMError, match="needs data.data_dir"):
         load_dataset(DataConfig(dataset="folder", image_size=8))
 
 

@@ -92,7 +92,7 @@ class DiffusionConfig:
     loss_weight: Literal["none", "min_snr", "edm"] = "none"
     min_snr_gamma: PositiveFloat = 5.0
     # EDM's sigma_data (Karras et al. 2022, Sec. 5; 0.5 for all its datasets): the standard
-    # deviation of the training images in [-1, 1], e.g. images.float().div(127.5).sub(1).std();
+    # deviation of the training images in [-1, 1], e.g. ddpm.pixels.from_uint8(images).std();
     # used by prediction=edm and loss_weight=edm
     sigma_data: PositiveFloat = 0.5
     clip_denoised: bool = True

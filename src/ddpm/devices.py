@@ -13,7 +13,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise DDPMError("--device cuda was asked for, but no CUDA device is available")
+        raise DDPMError("device 'cuda' was asked for, but no CUDA device is available")
     if name not in ("cpu", "cuda"):
         raise DDPMError(f"unknown device {name!r}; use auto, cpu or cuda")
     return torch.device(name)

@@ -165,10 +165,10 @@ def check_training_fits(
     return estimate, available
 
 
-def check_images_fit(config: RunConfig, n: int, *, option: str = "--n") -> None:
+def check_images_fit(config: RunConfig, n: int, *, option: str) -> None:
     """DDPMError when n generated images cannot be held in RAM: generate() returns them as one
     float32 tensor on the CPU, concatenated from its batches (two copies at the peak), then
-    converted to uint8."""
+    converted to uint8. option: what the caller calls n in the message (a flag, a parameter)."""
     d = config.data
     needed = n * d.channels * d.image_size * d.image_size * (2 * BYTES_FP32 + 1)
     available = device_memory(torch.device("cpu"))

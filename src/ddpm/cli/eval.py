@@ -50,7 +50,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     run = load_run(args.run, use_ema=not args.no_ema, device=device) if args.run else None
     samples = args.samples
     if run is not None and sample_list and not args.samples:  # eval generates args.n images
-        check_images_fit(run.config, args.n)
+        check_images_fit(run.config, args.n, option="--n")
         check_generation_flags(
             run, sampler=args.sampler, steps=args.steps, eta=args.eta,
             class_label=args.class_label, guidance=args.guidance,

@@ -51,7 +51,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         check_output_file(args.npz, "sample file (--npz)")
     check_distinct({"--out": out, "--progressive": progressive, "--npz": args.npz})
     run = load_run(args.run, use_ema=not args.no_ema, device=resolve_device(args.device))
-    check_images_fit(run.config, args.n)
+    check_images_fit(run.config, args.n, option="--n")
     check_generation_flags(
         run, sampler=args.sampler, steps=args.steps, eta=args.eta, class_label=args.class_label,
         guidance=args.guidance,

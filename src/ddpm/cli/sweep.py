@@ -59,7 +59,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.features:  # the reference features are cached there
         check_output_folder(cache_dir() / "fidelity", "feature cache ($XDG_CACHE_HOME/ddpm)")
     run = load_run(args.run, use_ema=not args.no_ema, device=resolve_device(args.device))
-    check_images_fit(run.config, args.n)
+    check_images_fit(run.config, args.n, option="--n")
     if args.n < 2:
         raise DDPMError(f"--n must be >= 2 to fit a covariance, got {args.n}")
     for sampler, num_steps in plan:  # before the first point's work

@@ -30,7 +30,7 @@ def locate(data_dir: str | None) -> Path:
     if root is None:
         looked = ", ".join(printable(r) for r in roots)
         raise DDPMError(
-            f"CelebA's img_align_celeba/ folder not found under {looked}; pass --data-dir"
+            f"CelebA's img_align_celeba/ folder not found under {looked}; set data.data_dir"
         )
     return root
 

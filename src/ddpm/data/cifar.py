@@ -106,7 +106,7 @@ def locate(data_dir: str | None) -> Path:
     if root is None:
         looked = ", ".join(f"{printable(r)} and {printable(r / FOLDER)}" for r in roots)
         raise DDPMError(f"CIFAR-10 python batches not found in {looked}; download and unpack "
-                        f"cifar-10-python.tar.gz and pass --data-dir")  # fmt: skip
+                        f"cifar-10-python.tar.gz and set data.data_dir")  # fmt: skip
     return root
 
 

@@ -41,7 +41,7 @@ def split_files(root: Path, paths: list[Path], split: Split) -> list[Path]:
 
 def load_folder(root: str | None, split: Split, *, image_size: int, channels: int) -> ImageData:
     if not root:
-        raise DDPMError("the folder dataset needs --data-dir DIR (or data.data_dir)")
+        raise DDPMError("the folder dataset needs data.data_dir (a folder of images)")
     root_path = Path(root)
     paths = list_images(root_path)
     if not paths:
