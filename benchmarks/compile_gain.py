@@ -17,7 +17,8 @@ import time
 import torch
 
 from ddpm.builders import build_model, build_schedule
-from ddpm.config import RunConfig, from_dict, load_preset, parse_overrides
+from ddpm.config import RunConfig, from_dict, load_preset
+from ddpm.config_yaml import parse_overrides
 from ddpm.generate import generate, sample_config
 from ddpm.loaded_run import LoadedRun
 from ddpm.train.step import make_trainer

@@ -11,7 +11,8 @@ import time
 
 import torch
 
-from ddpm.config import from_dict, load_preset, parse_overrides
+from ddpm.config import from_dict, load_preset
+from ddpm.config_yaml import parse_overrides
 from ddpm.data import InMemoryBatches, load_dataset
 from ddpm.train import make_trainer
 

@@ -1,9 +1,11 @@
 """The configuration's own promises: its defaults form a valid run, the U-Net is checked against
-the data at config time, and the keys --resume may change are the fields marked RESUMABLE."""
+the data at config time, the keys --resume may change are the fields marked RESUMABLE, and its
+name literals are the registries' names."""
 
 from __future__ import annotations
 
 import dataclasses
+import typing
 
 import pytest
 import torch
@@ -13,12 +15,16 @@ from ddpm.config import (
     RESUMABLE,
     RESUMABLE_KEYS,
     SECTIONS,
+    Precision,
     RunConfig,
+    SamplerName,
     from_dict,
     load_preset,
     to_dict,
 )
 from ddpm.errors import DDPMError
+from ddpm.precision import PRECISIONS
+from ddpm.samplers import SAMPLERS, is_sampler_name
 
 
 def test_the_defaults_are_the_digits_run_and_build():
@@ -51,3 +57,10 @@ def test_the_resumable_keys_are_the_fields_marked_resumable():
     }
     assert RESUMABLE_KEYS == marked and "train.num_steps" in marked
     assert "train.seed" not in RESUMABLE_KEYS and "model.base_channels" not in RESUMABLE_KEYS
+
+
+def test_the_precision_names_are_the_autocast_s_and_sampler_names_are_recognised():
+    assert set(typing.get_args(Precision)) == set(PRECISIONS)
+    assert [name for name in SAMPLERS if is_sampler_name(name)] == list(SAMPLERS)
+    assert set(typing.get_args(SamplerName)) == set(SAMPLERS)  # so the guard is exact
+    assert not is_sampler_name("DDIM") and not is_sampler_name("")

@@ -25,9 +25,8 @@ from ddpm.config import (
     RunConfig,
     UNetConfig,
     from_dict,
-    load_yaml,
-    parse_overrides,
 )
+from ddpm.config_yaml import load_yaml, parse_overrides
 from ddpm.errors import DDPMError
 
 SRC = Path(__file__).resolve().parents[1] / "src"

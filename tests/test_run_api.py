@@ -8,7 +8,8 @@ import torch
 from tiny import TINY_MODEL
 
 from ddpm.builders import build_model, build_schedule
-from ddpm.config import from_dict, load_preset, parse_overrides
+from ddpm.config import from_dict, load_preset
+from ddpm.config_yaml import parse_overrides
 from ddpm.denoiser import make_denoiser, make_variance_denoiser
 from ddpm.loaded_run import LoadedRun
 from ddpm.metrics.likelihood import bits_per_dim

@@ -12,7 +12,8 @@ import pytest
 from tiny import TINY_RUN, sets
 
 from ddpm.cli import main
-from ddpm.config import from_dict, parse_overrides
+from ddpm.config import from_dict
+from ddpm.config_yaml import parse_overrides
 
 TINY = [*TINY_RUN, "train.log_every=5"]
 SETS = sets(TINY)

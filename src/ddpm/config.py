@@ -37,7 +37,7 @@ from .config_bounds import (
     check_fields,
     coerce,
 )
-from .config_yaml import load_yaml, parse_overrides, parse_yaml  # noqa: F401 (re-exported)
+from .config_yaml import parse_yaml
 from .errors import DDPMError, shorten
 
 # field metadata of the keys `ddpm train --resume` lets change (RESUMABLE_KEYS); a field without it
@@ -67,6 +67,8 @@ def parse_duration(text: str, *, key: str = "train.time_budget") -> float:
 
 # ddpm.samplers.SAMPLERS' names (a test keeps the two in step)
 SamplerName = Literal["ddpm", "ddim", "dpmpp-2m", "dpmpp-2m-sde", "heun"]
+# the network's autocast: ddpm.precision.PRECISIONS (a test keeps the two in step)
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
 # schedules, timestep tables and the importance sampler's history hold T entries; a million-step
 # chain is no better than a thousand-step one (Ho et al. 2020 use T = 1000) and costs memory
 MAX_TIMESTEPS = 100_000
@@ -204,7 +206,7 @@ class TrainConfig:
     seed: Seed = 0
     # auto: bf16 autocast where the hardware has bf16 arithmetic (CPUs with AVX512-BF16 or AMX,
     # CUDA GPUs that support it), else fp32; see ddpm.precision.resolve_precision
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    precision: Precision = "auto"
     compile: bool = field(default=False, metadata=RESUMABLE)
     log_every: PositiveInt = field(default=50, metadata=RESUMABLE)
     checkpoint_every: PositiveInt = field(default=1000, metadata=RESUMABLE)
@@ -263,7 +265,7 @@ class SampleConfig:
     )
     batch_size: PositiveInt = field(default=256, metadata=RESUMABLE)
     # the network's autocast while sampling; auto as train.precision (bf16 where it is fast)
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = field(default="auto", metadata=RESUMABLE)
+    precision: Precision = field(default="auto", metadata=RESUMABLE)
     # torch.compile the network for sampling: about a minute to compile, then faster steps; pays
     # for long sampling jobs (eval, DDPM-1000, large n); see the README, Performance
     compile: bool = field(default=False, metadata=RESUMABLE)
@@ -321,7 +323,8 @@ RESUMABLE_KEYS = frozenset(
 
 def to_dict(config: RunConfig) -> dict[str, dict[str, Any]]:
     """Plain nested dict (tuples become lists), suitable for JSON."""
-    return json.loads(json.dumps(dataclasses.asdict(config)))
+    plain: dict[str, dict[str, Any]] = json.loads(json.dumps(dataclasses.asdict(config)))
+    return plain
 
 
 def from_dict(data: dict[str, Any], base: RunConfig | None = None) -> RunConfig:

@@ -44,8 +44,8 @@ class Bounds:
         if low and high:
             left, right = "[" if low[0] == ">=" else "(", "]" if high[0] == "<=" else ")"
             return f"in {left}{_number(low[1])}, {_number(high[1])}{right}"
-        sign, value = low or high or ("", "")
-        return f"{sign} {_number(value)}".strip()
+        one = low or high
+        return f"{one[0]} {_number(one[1])}" if one else ""
 
 
 def _number(value: float) -> str:
@@ -73,7 +73,8 @@ def _hints(cls: type) -> dict[str, Any]:
 def check_fields(section: Any, prefix: str) -> None:
     """Raise DDPMError for the first field of the dataclass `section` whose value is out of its
     declared Bounds, a non-finite float or an int outside int64; `prefix` names the section."""
-    hints = _hints(type(section))
+    # a class is hashable, but mypy does not see type[...] as Hashable (python/mypy#11470)
+    hints = _hints(type(section))  # type: ignore[arg-type]
     for f in dataclasses.fields(section):
         _check(getattr(section, f.name), hints[f.name], f"{prefix}.{f.name}")
 

@@ -26,7 +26,7 @@ class ConfigLoader(yaml.SafeLoader):
     """yaml.SafeLoader that refuses anchors (&name) and aliases (*name)."""
 
     def compose_node(self, parent: Any, index: Any) -> Any:
-        event = self.peek_event()
+        event = self.peek_event()  # type: ignore[no-untyped-call]  # types-PyYAML: unannotated
         if getattr(event, "anchor", None) is not None:
             raise _AliasError(
                 problem="YAML anchors and aliases (&name, *name) are not allowed in a config",

@@ -12,7 +12,7 @@ import csv
 import io
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -99,7 +99,7 @@ def write_rows(rows: Sequence[EvalRow], path: Path) -> Path:
     return _append(path, _csv_text(CSV_FIELDS, records, header=existing is None))
 
 
-def _csv_text(fields: list[str], records: list[dict], *, header: bool) -> str:
+def _csv_text(fields: list[str], records: Sequence[Mapping[str, object]], *, header: bool) -> str:
     text = io.StringIO(newline="")
     writer = csv.DictWriter(text, fieldnames=fields, restval="")
     if header:

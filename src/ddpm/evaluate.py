@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import torch
 from tqdm import tqdm
@@ -38,6 +38,7 @@ from .samplers import num_function_evals
 
 MODEL_METRICS = ("bpd", "val-loss")
 METRICS = SAMPLE_METRICS + MODEL_METRICS
+_NEEDS_SAMPLES = "without a run, evaluate needs samples: a .npz file or image folder"
 
 
 def parse_metrics(text: str) -> tuple[str, ...]:
@@ -55,7 +56,7 @@ def _known_metrics(names: Iterable[str]) -> tuple[str, ...]:
     return names
 
 
-def _bar(total: int, desc: str, quiet: bool) -> tqdm:
+def _bar(total: int, desc: str, quiet: bool) -> tqdm[NoReturn]:  # a bar without an iterable
     return tqdm(total=total, desc=desc, unit="img", disable=quiet, leave=False)
 
 
@@ -149,11 +150,14 @@ def evaluate(
     """
     metrics = _known_metrics(metrics)
     sample_list = [m for m in metrics if m not in MODEL_METRICS]
-    if run is None and (len(sample_list) < len(metrics) or reference.data is None):
+    if run is not None:
+        data = reference.data or run.config.data
+    elif len(sample_list) < len(metrics) or reference.data is None:
         raise DDPMError("without a run, evaluate scores samples only, against reference.data")
-    if run is None and sample_list and not isinstance(samples, (str, Path)):
-        raise DDPMError("without a run, evaluate needs samples: a .npz file or image folder")
-    data = reference.data or run.config.data
+    elif sample_list and not isinstance(samples, (str, Path)):
+        raise DDPMError(_NEEDS_SAMPLES)
+    else:
+        data = reference.data
     images = load_dataset(data, reference.split, limit=reference.limit)
     ref_label = f"{data.dataset}:{reference.split}:{len(images)}"
     rows: list[EvalRow] = []
@@ -165,16 +169,17 @@ def evaluate(
             scored, images, f"{data.dataset}-{reference.split}", sample_list, features=features,
             inception_weights=inception_weights, device=device, quiet=quiet,
         )  # fmt: skip
-        common = dict(feature_space=space, samples=str(source), n=len(scored), reference=ref_label)
         step = run.step if run else None
         rows += [
-            EvalRow(v.metric, v.value, v.spread, **common, **made, checkpoint_step=step)
+            EvalRow(v.metric, v.value, v.spread, feature_space=space, samples=str(source),
+                    n=len(scored), reference=ref_label, **made, checkpoint_step=step)
             for v in values
-        ]
-    if "bpd" in metrics:
-        rows.append(_bpd_row(run, images, reference.split, ref_label, bpd, quiet=quiet))
-    if "val-loss" in metrics:
-        rows.append(_val_loss_row(run, images, reference.split, ref_label))
+        ]  # fmt: skip
+    if run is not None:  # the model metrics (refused above without a run)
+        if "bpd" in metrics:
+            rows.append(_bpd_row(run, images, reference.split, ref_label, bpd, quiet=quiet))
+        if "val-loss" in metrics:
+            rows.append(_val_loss_row(run, images, reference.split, ref_label))
     return rows
 
 
@@ -187,8 +192,10 @@ def _samples_to_score(
 ) -> tuple[torch.Tensor, str | Path, dict[str, Any]]:
     """(uint8 images [N, C, H, W], where they are, metrics.csv's columns saying how they were
     made): a file or folder as it is; a run's own samples generated, or read from the cache."""
-    if run is None or isinstance(samples, (str, Path)):
+    if isinstance(samples, (str, Path)):
         return load_samples(samples), samples, dict(sampler=None, steps=None, nfe=None, seed=None)
+    if run is None:  # evaluate() refuses this before any work
+        raise DDPMError(_NEEDS_SAMPLES)
     request = samples or SampleRequest(sample_config(run.config))
     images, path, key = generated_samples(run, request, out_dir / "samples", quiet=quiet)
     return images, path, _sample_columns(run, key)

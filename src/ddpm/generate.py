@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import NoReturn
 
 import torch
 from tqdm.auto import tqdm
 
 from .compiling import CompiledNetwork
-from .config import RunConfig, SampleConfig
-from .denoiser import Denoiser, VarianceDenoiser
+from .config import Precision, RunConfig, SampleConfig, SamplerName
 from .errors import DDPMError
 from .initial_noise import initial_noise
 from .loaded_run import LoadedRun, config_denoiser
@@ -28,26 +28,30 @@ from .schedules import Schedule, Spacing, sampling_timesteps
 def sample_config(
     config: RunConfig,
     *,
-    sampler: str | None = None,
+    sampler: SamplerName | None = None,
     steps: int | None = None,
     eta: float | None = None,
     spacing: Spacing | None = None,
     batch_size: int | None = None,
-    precision: str | None = None,
+    precision: Precision | None = None,
     compile: bool | None = None,
 ) -> SampleConfig:
     """config.sample with the given fields replaced (None: the config's own), through
     dataclasses.replace, so a value out of range is refused by SampleConfig's checks naming its
     key (sample.steps, sample.eta, ...). The spacing, unless given, is the sampler's own grid
     where it has one (heun: "karras", Karras et al. 2022's rho = 7), else sample.spacing."""
-    changes = dict(
-        sampler=sampler, steps=steps, eta=eta, spacing=spacing, batch_size=batch_size,
-        precision=precision, compile=compile,
-    )  # fmt: skip
-    changes = {key: value for key, value in changes.items() if value is not None}
-    sampler = changes.get("sampler", config.sample.sampler)
-    changes.setdefault("spacing", DEFAULT_SPACING.get(sampler, config.sample.spacing))
-    return dataclasses.replace(config.sample, **changes)
+    own = config.sample
+    sampler = own.sampler if sampler is None else sampler
+    return dataclasses.replace(
+        own,
+        sampler=sampler,
+        steps=own.steps if steps is None else steps,
+        eta=own.eta if eta is None else eta,
+        spacing=DEFAULT_SPACING.get(sampler, own.spacing) if spacing is None else spacing,
+        batch_size=own.batch_size if batch_size is None else batch_size,
+        precision=own.precision if precision is None else precision,
+        compile=own.compile if compile is None else compile,
+    )
 
 
 def sampler_options(sample: SampleConfig, config: RunConfig) -> dict[str, object]:
@@ -87,10 +91,10 @@ def _counted_denoiser(
     labels: torch.Tensor | None,
     guidance: float,
     precision: str,
-    bar: tqdm,
+    bar: tqdm[NoReturn],  # a bar without an iterable
     *,
     with_variance: bool = False,
-) -> Denoiser | VarianceDenoiser:
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
     """The run's denoiser for one batch, advancing the progress bar by one per evaluation;
     with_variance: `(x_t, t) -> (x0_hat, v)` for a sampler that uses a learned variance."""
     denoiser = config_denoiser(
@@ -98,7 +102,9 @@ def _counted_denoiser(
         precision=precision, with_variance=with_variance,
     )  # fmt: skip
 
-    def counted(x_t: torch.Tensor, t: torch.Tensor):
+    def counted(
+        x_t: torch.Tensor, t: torch.Tensor
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         bar.update(1)
         return denoiser(x_t, t)
 

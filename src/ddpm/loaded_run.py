@@ -34,18 +34,22 @@ def config_denoiser(
     labels, guidance and precision; precision defaults to config.sample.precision).
     with_variance: `(x_t, t) -> (x0_hat, v)` for a learned variance (make_variance_denoiser)."""
     d = config.diffusion
-    kwargs = dict(
-        prediction=d.prediction, clip=d.clip_denoised, labels=labels, null_label=null_label,
-        guidance=guidance, precision=precision or config.sample.precision,
-        sigma_data=d.sigma_data,
-    )  # fmt: skip
+    precision = precision or config.sample.precision
     if with_variance:
         if d.variance != "learned_range":
             raise ValueError(
                 f"with_variance needs diffusion.variance=learned_range, not {d.variance}"
             )
-        return make_variance_denoiser(net, schedule, **kwargs)
-    return make_denoiser(net, schedule, learned_variance=d.variance == "learned_range", **kwargs)
+        return make_variance_denoiser(
+            net, schedule, prediction=d.prediction, clip=d.clip_denoised, labels=labels,
+            null_label=null_label, guidance=guidance, precision=precision,
+            sigma_data=d.sigma_data,
+        )  # fmt: skip
+    return make_denoiser(
+        net, schedule, prediction=d.prediction, clip=d.clip_denoised, labels=labels,
+        null_label=null_label, guidance=guidance, precision=precision, sigma_data=d.sigma_data,
+        learned_variance=d.variance == "learned_range",
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, eq=False)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from .config import Precision, SamplerName
 from .data import load_dataset
 from .errors import DDPMError
 from .files import atomic_write
@@ -69,12 +70,12 @@ def make_scorer(
 
 def run_sweep(
     run: LoadedRun,
-    plan: Sequence[tuple[str, int]],
+    plan: Sequence[tuple[SamplerName, int]],
     *,
     n: int,
     seed: int = 0,
     batch_size: int | None = None,
-    precision: str | None = None,
+    precision: Precision | None = None,
     compile: bool | None = None,
     progress: bool = True,
     features: str | None = None,

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
+from typing import NoReturn
 
 from ..errors import DDPMError
 from . import bench, featnet, interpolate, presets, sample, sweep, train
@@ -18,7 +20,7 @@ COMMANDS = (train, sample, interpolate, sweep, eval_command, featnet, presets, b
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line instead of usage + message
+    def error(self, message: str) -> NoReturn:  # one line instead of usage + message
         self.exit(2, f"ddpm: error: {message} (see: {self.prog} --help)\n")
 
 
@@ -38,8 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="ddpm: %(message)s"
     )
+    command: Callable[[argparse.Namespace], int] = args.func  # each add_command sets it
     try:
-        return args.func(args)
+        return command(args)
     except DDPMError as error:
         from ..train.signals import TrainingStopped
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..config import from_dict, load_preset, parse_overrides, preset_names
+from ..config import from_dict, load_preset, preset_names
+from ..config_yaml import parse_overrides
 from .args import add_device_option, positive_int
 
 
@@ -29,7 +30,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_command(sub: argparse._SubParsersAction) -> None:
+def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `ddpm bench`."""
     bench = sub.add_parser("bench", help="measure speed and size of a preset's model")
     bench.add_argument("--preset", default="digits", help=f"one of: {', '.join(preset_names())}")

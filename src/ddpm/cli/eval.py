@@ -85,7 +85,7 @@ def _out_dir(args: argparse.Namespace) -> Path:
     return Path(args.out or "eval")
 
 
-def add_command(sub: argparse._SubParsersAction) -> None:
+def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `ddpm eval`."""
     evaluate = sub.add_parser("eval", help="FID, IS, KID, precision/recall, bits/dim, val loss")
     evaluate.add_argument("--run", help="run folder or checkpoint file")

@@ -43,10 +43,14 @@ def cmd_featnet_train(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     total = args.epochs * -(-len(train) // args.batch_size)
     with tqdm(total=total, desc="featnet", unit="img-step", disable=args.quiet, leave=False) as bar:
+
+        def progress(step: int, loss: float) -> None:
+            bar.update(step - bar.n)
+            bar.set_postfix(loss=f"{loss:.3f}")
+
         net = train_featnet(
             train, epochs=args.epochs, batch_size=args.batch_size, random_flip=config.random_flip,
-            seed=args.seed, device=resolve_device(args.device),
-            progress=lambda step, loss: (bar.update(step - bar.n), bar.set_postfix(loss=f"{loss:.3f}")),
+            seed=args.seed, device=resolve_device(args.device), progress=progress,
         )  # fmt: skip
     test_accuracy = accuracy(net, test)
     info = FeatNetInfo(
@@ -85,7 +89,7 @@ def cmd_featnet_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_command(sub: argparse._SubParsersAction) -> None:
+def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `ddpm featnet train` and `ddpm featnet list`."""
     featnet = sub.add_parser("featnet", help="offline feature networks for FID without Inception")
     actions = featnet.add_subparsers(dest="action", required=True, parser_class=type(featnet))

@@ -58,7 +58,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_command(sub: argparse._SubParsersAction) -> None:
+def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `ddpm interpolate`."""
     interp = sub.add_parser("interpolate", help="a strip of images between two seeds' noises")
     interp.add_argument("--run", required=True, help="run folder or checkpoint file")

@@ -21,7 +21,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_command(sub: argparse._SubParsersAction) -> None:
+def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `ddpm presets`."""
     presets = sub.add_parser("presets", help="list the reference configurations")
     presets.set_defaults(func=cmd_presets)

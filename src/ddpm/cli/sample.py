@@ -69,7 +69,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     )  # fmt: skip
     print(sampler_summary(sample, guided=args.guidance != 1.0))
     print(f"grid: {save_grid(images, out)}")
-    if recorder is not None:
+    if recorder is not None and progressive is not None:
         print(f"progressive denoising: {save_progressive(recorder, images, progressive)}")
     if args.npz:
         save_npz(to_uint8(images), args.npz)
@@ -79,7 +79,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_command(sub: argparse._SubParsersAction) -> None:
+def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `ddpm sample`."""
     sample = sub.add_parser("sample", help="generate images from a run")
     sample.add_argument("--run", required=True, help="run folder or checkpoint file")

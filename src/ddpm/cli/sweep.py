@@ -7,11 +7,12 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..config import SamplerName
 from ..data.cache import cache_dir
 from ..errors import DDPMError
 from ..output_paths import check_output_folder
 from ..resources import check_images_fit
-from ..samplers import SAMPLERS
+from ..samplers import SAMPLERS, is_sampler_name
 from .args import (
     add_device_option,
     add_network_options,
@@ -21,13 +22,13 @@ from .args import (
 )
 
 
-def parse_plan(samplers: str, steps: Sequence[int]) -> list[tuple[str, int]]:
+def parse_plan(samplers: str, steps: Sequence[int]) -> list[tuple[SamplerName, int]]:
     """'ddpm:1000,ddim,heun' and steps [10, 20] -> [(ddpm, 1000), (ddim, 10), (ddim, 20),
     (heun, 10), (heun, 20)]: NAME:K pins a sampler to K steps (a DDPM-1000 reference)."""
     plan = []
     for item in filter(None, (part.strip() for part in samplers.split(","))):
         name, _, pinned = item.partition(":")
-        if name not in SAMPLERS:
+        if not is_sampler_name(name):
             raise DDPMError(f"unknown sampler {name!r}; known: {', '.join(SAMPLERS)}")
         if pinned:
             if not pinned.isdigit() or int(pinned) < 1:
@@ -43,7 +44,7 @@ def parse_plan(samplers: str, steps: Sequence[int]) -> list[tuple[str, int]]:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from ..devices import resolve_device
     from ..loaded_run import load_run
-    from ..sweep import run_sweep, write_csv
+    from ..sweep import SweepRow, run_sweep, write_csv
     from ..viz import plot_sweep
 
     try:
@@ -66,7 +67,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         check_generation_flags(run, sampler=sampler, steps=num_steps)
     csv_path, png_path = out / "sweep.csv", out / "sweep.png"
 
-    def save(rows: list) -> None:
+    def save(rows: list[SweepRow]) -> None:
         write_csv(rows, csv_path)
         plot_sweep(rows, png_path)
         r = rows[-1]
@@ -82,7 +83,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_command(sub: argparse._SubParsersAction) -> None:
+def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `ddpm sweep`."""
     sweep = sub.add_parser("sweep", help="quality and images/s against NFE for several samplers")
     sweep.add_argument("--run", required=True, help="run folder or checkpoint file")

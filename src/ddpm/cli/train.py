@@ -14,11 +14,10 @@ from ..config import (
     diff_keys,
     from_dict,
     load_preset,
-    load_yaml,
-    parse_overrides,
     preset_names,
     to_dict,
 )
+from ..config_yaml import load_yaml, parse_overrides
 from ..data import DATASETS
 from ..devices import use_deterministic_algorithms
 from ..errors import DDPMError
@@ -105,7 +104,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_command(sub: argparse._SubParsersAction) -> None:
+def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `ddpm train`."""
     train = sub.add_parser("train", help="train a model (or resume a run)")
     train.add_argument("--dataset", help=f"dataset: {', '.join(sorted(DATASETS))}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,7 +52,7 @@ CLASSES = {("numpy.core.multiarray", "_reconstruct"): _reconstruct,
 
 
 class _SafeUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):
+    def find_class(self, module: str, name: str) -> Any:  # as pickle.Unpickler.find_class
         if (module, name) == ("_codecs", "encode"):  # Python 2's byte strings
             return super().find_class(module, name)
         if (module, name) not in CLASSES:

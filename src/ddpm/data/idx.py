@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import io
 import math
 import os
 import struct
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
@@ -36,7 +36,7 @@ CHUNK = 1 << 20  # bytes decompressed per read
 
 
 @contextlib.contextmanager
-def _reading(path: Path) -> Iterator[BinaryIO]:
+def _reading(path: Path) -> Iterator[io.BufferedIOBase]:
     """Open `path` (gunzipping a .gz); read errors become one DDPMError naming the file."""
     try:
         with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
@@ -46,7 +46,7 @@ def _reading(path: Path) -> Iterator[BinaryIO]:
         raise DDPMError(f"cannot read {printable(path)}: {printable(reason)}") from None
 
 
-def _header(f: BinaryIO, path: Path) -> tuple[int, ...]:
+def _header(f: io.BufferedIOBase, path: Path) -> tuple[int, ...]:
     """The shape an IDX header declares; f is left at the first data byte."""
     head = f.read(4)
     if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] != UBYTE:
@@ -79,7 +79,9 @@ def _bytes(size: int) -> str:
     return f"{size:,} bytes" if size.bit_length() <= 64 else f"over 2^{size.bit_length() - 1} bytes"
 
 
-def _check_size(path: Path, f: BinaryIO, shape: tuple[int, ...], size: int, max_bytes: int):
+def _check_size(
+    path: Path, f: io.BufferedIOBase, shape: tuple[int, ...], size: int, max_bytes: int
+) -> None:
     """Refuse a declared size over max_bytes, or more than the file on disk can hold."""
     if size > max_bytes:
         raise DDPMError(f"{printable(path)} declares {shown_shape(shape)} = {_bytes(size)}, "
@@ -94,10 +96,12 @@ def _check_size(path: Path, f: BinaryIO, shape: tuple[int, ...], size: int, max_
                         f"bytes, more than a gzip of {on_disk:,} bytes can hold")  # fmt: skip
 
 
-def _read_exactly(f: BinaryIO, path: Path, shape: tuple[int, ...], size: int) -> np.ndarray:
+def _read_exactly(
+    f: io.BufferedIOBase, path: Path, shape: tuple[int, ...], size: int
+) -> np.ndarray:
     """The next `size` bytes of f as uint8 `shape`; refused when f ends sooner or goes on."""
     data = np.empty(size, dtype=np.uint8)
-    view, filled = memoryview(data), 0
+    view, filled = data.data, 0  # the array's buffer as a memoryview
     while filled < size:
         got = f.readinto(view[filled : filled + CHUNK])
         if not got:

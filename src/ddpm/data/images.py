@@ -71,7 +71,7 @@ def _report(paths: Sequence[Path], kept: np.ndarray, size: int) -> None:
                     size, size, -(-size // SMALL_FACTOR), printable(paths[i]), w, h)  # fmt: skip
 
 
-def _cache_key(paths: Sequence[Path], recipe: dict) -> str:
+def _cache_key(paths: Sequence[Path], recipe: dict[str, object]) -> str:
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode())
     for path in paths:
         stat = path.stat()
@@ -123,7 +123,8 @@ def _decode_into(
     if hasattr(os, "posix_fallocate"):  # a full disk: an OSError now, not a SIGBUS mid-write
         with open(file, "rb+") as f:
             os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
-    kept, first_skipped = [], None
+    kept: list[tuple[int, int, int]] = []  # (index into paths, width, height)
+    first_skipped = None
     with (
         pil_bomb_warnings_silenced(),
         ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool,
@@ -151,8 +152,8 @@ def _decode_into(
 
 
 def decode_images(
-    paths: Sequence[Path], *, preprocess: Preprocess, channels: int, size: int, recipe: dict,
-    where: str, progress: bool = True,
+    paths: Sequence[Path], *, preprocess: Preprocess, channels: int, size: int,
+    recipe: dict[str, object], where: str, progress: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Decode `paths` -> (uint8 [N, C, size, size], memory-mapped copy-on-write from the cache;
     kept index [N]).

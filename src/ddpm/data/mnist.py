@@ -8,6 +8,7 @@ to those folders; a download (opt-in, `data.download=true`) goes to the user's c
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypedDict
 
 import torch
 
@@ -22,7 +23,15 @@ FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}  # fmt: skip
 COUNTS = {"train": 60000, "test": 10000}  # images in the official files of both data sets
 SIDE = 28
-SOURCES = {
+
+
+class _Source(TypedDict):
+    torchvision: str  # torchvision's class name (and its folder under data_dir)
+    system: list[str]  # folders a system package installs the files in
+    howto: str  # how to get the files, for the error when none are found
+
+
+SOURCES: dict[str, _Source] = {
     "mnist": {"torchvision": "MNIST", "system": [], "howto": "download the four IDX files from "
               "the MNIST page, or pass --set data.download=true where the network is reachable"},
     "fashion-mnist": {"torchvision": "FashionMNIST", "system": ["/usr/share/datasets/fashion-mnist"],
@@ -67,7 +76,9 @@ def _download(name: str) -> None:
         raise DDPMError(f"could not download {name} ({str(error).splitlines()[0][:120]})") from None
 
 
-def check_shapes(name: str, split: Split, images: Path, labels: Path) -> tuple[tuple, tuple]:
+def check_shapes(
+    name: str, split: Split, images: Path, labels: Path
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """The shapes the two headers declare, refused unless they are [N, 28, 28] and [N] with
     1 <= N <= the official count: checked before any data is read or memory allocated."""
     image_shape, label_shape = idx_shape(images), idx_shape(labels)

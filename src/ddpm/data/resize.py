@@ -35,7 +35,8 @@ def crop_and_resize(size: int, *, crop: int | None = None) -> Preprocess:
             side = min(crop, *image.size)
             image = TF.center_crop(image, [side, side])
         image = TF.resize(image, size, interpolation=InterpolationMode.BICUBIC, antialias=True)
-        return TF.center_crop(image, [size, size])
+        square: Image.Image = TF.center_crop(image, [size, size])  # torchvision is untyped
+        return square
 
     return apply
 

@@ -52,7 +52,7 @@ def extract_features(
     *,
     batch_size: int = 500,
     device: torch.device | str = "cpu",
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> dict[str, torch.Tensor]:
     """uint8 [N, C, H, W] -> {layer: float32 [N, D]} through torch-fidelity's extractor."""
     from torch_fidelity.utils import create_feature_extractor

@@ -23,10 +23,10 @@ spread across images over sqrt(n); it includes the variance of the step sampling
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, overload
 
 import torch
 
@@ -78,30 +78,28 @@ def reverse_variances(schedule: Schedule, variance: str) -> torch.Tensor:
 
 
 def vlb_term(
-    denoiser,
+    denoiser: Denoiser | VarianceDenoiser,
     x0: torch.Tensor,
     k: torch.Tensor,
     eps: torch.Tensor,
     alpha_bar: torch.Tensor,
     sigma2: torch.Tensor,
-    *,
-    learned_variance: bool = False,
 ) -> torch.Tensor:
     """Per-image L_k in nats [B] for steps k [B] (0 = decoder, >= 1 = KL). x0, eps: float64
     [B, C, H, W]; alpha_bar, sigma2: float64 [T] on x0's device. The network runs in float32.
-    learned_variance: `denoiser` returns (x0_hat, v) (make_variance_denoiser) and the variance is
-    the learned one; sigma2 is then beta~ clipped (reverse_variances), whose entry 0 is the clip."""
+    A VarianceDenoiser (make_variance_denoiser, returning (x0_hat, v)) brings the learned
+    variance; sigma2 is then beta~ clipped (reverse_variances), whose entry 0 is the clip."""
     shape = (-1,) + (1,) * (x0.ndim - 1)
     ab_t = alpha_bar[k].view(shape)
     ab_s = torch.where(k > 0, alpha_bar[(k - 1).clamp(min=0)], 1.0).view(shape)
     x_t = q_sample(x0, eps, ab_t)
-    if learned_variance:
-        x0_hat, v = denoiser(x_t.float(), k)
+    out = denoiser(x_t.float(), k)
+    if isinstance(out, tuple):  # (x0_hat, v): the learned variance
+        x0_hat, v = out
         log_var = learned_range_log_variance(v.double(), ab_t, ab_s, first_variance=sigma2[0])
         var = torch.exp(log_var)
     else:
-        var = sigma2[k].view(shape)
-        x0_hat = denoiser(x_t.float(), k)
+        x0_hat, var = out, sigma2[k].view(shape)
     model_mean, _ = q_posterior(x0_hat.double(), x_t, ab_t, ab_s)
     decoder_nll = -discretized_gaussian_log_likelihood(x0, model_mean, var.sqrt())
     true_mean, true_var = q_posterior(x0, x_t, ab_t, ab_s)
@@ -111,7 +109,9 @@ def vlb_term(
     return torch.where(is_decoder, decoder_nll, kl).flatten(1).sum(1)
 
 
-def _stratified_steps(T: int, num_strata: int, n: int, generator: torch.Generator):
+def _stratified_steps(
+    T: int, num_strata: int, n: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Steps [n, S] and weights [S]: S equal strata of 1..T-1, one uniform draw per image each."""
     edges = torch.linspace(1, T, num_strata + 1).round().long()
     sizes = edges[1:] - edges[:-1]
@@ -120,8 +120,55 @@ def _stratified_steps(T: int, num_strata: int, n: int, generator: torch.Generato
     return steps, sizes.double()
 
 
-@functools.singledispatch
+@overload
 def bits_per_dim(
+    run: LoadedRun,
+    images: torch.Tensor,
+    /,
+    *,
+    num_timesteps: int | None = None,
+    batch_size: int = 256,
+    precision: str = "fp32",
+    progress: Callable[[int], object] | None = None,
+) -> BitsPerDim: ...
+
+
+@overload
+def bits_per_dim(
+    net: torch.nn.Module,
+    schedule: Schedule,
+    images: torch.Tensor,
+    /,
+    *,
+    prediction: Prediction,
+    variance: str = "beta_tilde",
+    clip: bool = True,
+    num_timesteps: int | None = None,
+    batch_size: int = 256,
+    precision: str = "fp32",
+    sigma_data: float = 0.5,
+    progress: Callable[[int], object] | None = None,
+) -> BitsPerDim: ...
+
+
+def bits_per_dim(net: torch.nn.Module | LoadedRun, /, *args: Any, **kwargs: Any) -> BitsPerDim:
+    """The variational bound of uint8 images [N, C, H, W] under `net`, in bits/dim.
+
+    A loaded run takes its prediction type, variance, clipping and sigma_data from its config:
+    `bits_per_dim(run, images, num_timesteps=..., batch_size=..., precision=..., progress=...)`.
+    The bare network form needs them given: prediction (required: "eps", "x0", "v" or "edm"),
+    variance (diffusion.variance), clip (diffusion.clip_denoised), sigma_data (for "edm").
+    num_timesteps: None (or T) evaluates every step; fewer uses stratified sampling over 1..T-1
+    (the decoder and prior terms are always exact). `progress(n)` is called per network batch.
+    precision: the network's autocast (make_denoiser); fp32 by default, since a likelihood is a
+    measurement and bf16 rounding would move it.
+    """
+    if isinstance(net, LoadedRun):
+        return _bits_per_dim_of_run(net, *args, **kwargs)
+    return _bits_per_dim_of_net(net, *args, **kwargs)
+
+
+def _bits_per_dim_of_net(
     net: torch.nn.Module,
     schedule: Schedule,
     images: torch.Tensor,
@@ -135,17 +182,7 @@ def bits_per_dim(
     sigma_data: float = 0.5,
     progress: Callable[[int], object] | None = None,
 ) -> BitsPerDim:
-    """The variational bound of uint8 images [N, C, H, W] under `net`, in bits/dim.
-
-    A loaded run takes its prediction type, variance, clipping and sigma_data from its config:
-    `bits_per_dim(run, images, num_timesteps=..., batch_size=..., precision=..., progress=...)`.
-    The bare network form needs them given: prediction (required: "eps", "x0", "v" or "edm"),
-    variance (diffusion.variance), clip (diffusion.clip_denoised), sigma_data (for "edm").
-    num_timesteps: None (or T) evaluates every step; fewer uses stratified sampling over 1..T-1
-    (the decoder and prior terms are always exact). `progress(n)` is called per network batch.
-    precision: the network's autocast (make_denoiser); fp32 by default, since a likelihood is a
-    measurement and bf16 rounding would move it.
-    """
+    """`bits_per_dim(net, schedule, images, prediction=..., ...)`: the bound under a bare network."""
     make = make_variance_denoiser if variance == "learned_range" else make_denoiser
     denoiser = make(
         net, schedule, prediction=prediction, clip=clip, precision=precision, sigma_data=sigma_data
@@ -157,7 +194,6 @@ def bits_per_dim(
     )  # fmt: skip
 
 
-@bits_per_dim.register(LoadedRun)
 def _bits_per_dim_of_run(
     run: LoadedRun,
     images: torch.Tensor,
@@ -191,8 +227,10 @@ def _bound(
 ) -> BitsPerDim:
     """bits_per_dim's sum over the steps, for a denoiser (a VarianceDenoiser when learned)."""
     T = schedule.num_timesteps
-    exhaustive = num_timesteps is None or num_timesteps >= T
-    num_kl = T - 1 if exhaustive else num_timesteps
+    if num_timesteps is None or num_timesteps >= T:
+        exhaustive, num_kl = True, T - 1
+    else:
+        exhaustive, num_kl = False, num_timesteps
     if num_kl < 1:
         raise DDPMError(f"num_timesteps must be >= 1, got {num_timesteps}")
     n, dims = images.shape[0], images[0].numel()
@@ -216,9 +254,7 @@ def _bound(
                 k, weight = torch.zeros(stop - start, dtype=torch.long), 1.0
             else:
                 k, weight = steps[start:stop, column], float(weights[column])
-            term = vlb_term(
-                denoiser, x0, k.to(device), eps, alpha_bar, sigma2, learned_variance=learned
-            ).cpu()
+            term = vlb_term(denoiser, x0, k.to(device), eps, alpha_bar, sigma2).cpu()
             totals[start:stop, 1 if column < 0 else 2] += weight * term
             if progress is not None:
                 progress(stop - start)

@@ -32,9 +32,12 @@ load of ~10) was within noise: digits 37.2 vs 39.9 images per CPU-second, fashio
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeGuard
 
 import torch
 
+from ..config import SamplerName
+from ..schedules import Spacing
 from .ancestral import VarianceType, sample_ancestral
 from .common import Callback, Generators, StepInfo, randn_like
 from .ddim import sample_ddim
@@ -51,7 +54,12 @@ SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
 # Samplers whose output is a deterministic function of x_T (ddim with eta = 0).
 DETERMINISTIC_SAMPLERS = ("ddim", "dpmpp-2m", "heun")
 # Timestep spacing a sampler uses unless one is asked for (others: config.sample.spacing).
-DEFAULT_SPACING = {"heun": "karras"}
+DEFAULT_SPACING: dict[str, Spacing] = {"heun": "karras"}
+
+
+def is_sampler_name(name: str) -> TypeGuard[SamplerName]:
+    """Whether `name` is one of SAMPLERS' (config.SamplerName, which a test keeps in step)."""
+    return name in SAMPLERS
 
 
 def num_function_evals(sampler: str, steps: int) -> int:
@@ -68,6 +76,7 @@ __all__ = [
     "Generators",
     "StepInfo",
     "VarianceType",
+    "is_sampler_name",
     "num_function_evals",
     "randn_like",
     "sample_ancestral",
