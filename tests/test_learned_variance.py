@@ -291,10 +291,10 @@ def test_hybrid_and_learned_range_go_together():
 
 @pytest.mark.slow
 def test_only_a_learned_variance_network_has_2c_outputs():
-    rgb = {"channels": 3, "image_size": 16}
-    plain = build_model(from_dict({"data": rgb}))
+    rgb = {"data": {"channels": 3, "image_size": 16}, "model": {"attention_resolutions": [8]}}
+    plain = build_model(from_dict(rgb))
     hybrid = {"variance": "learned_range", "loss": "hybrid"}
-    learned = build_model(from_dict({"data": rgb, "diffusion": hybrid}))
+    learned = build_model(from_dict({**rgb, "diffusion": hybrid}))
     # the same keys, the same shapes but the output layer's (so old checkpoints load unchanged)
     shapes = {k: v.shape for k, v in plain.state_dict().items()}
     different = {k for k, v in learned.state_dict().items() if shapes[k] != v.shape}
