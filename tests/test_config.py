@@ -64,3 +64,14 @@ def test_the_precision_names_are_the_autocast_s_and_sampler_names_are_recognised
     assert [name for name in SAMPLERS if is_sampler_name(name)] == list(SAMPLERS)
     assert set(typing.get_args(SamplerName)) == set(SAMPLERS)  # so the guard is exact
     assert not is_sampler_name("DDIM") and not is_sampler_name("")
+
+
+def test_a_config_built_in_python_is_checked_against_its_literal_choices():
+    from ddpm.config import SampleConfig
+    from ddpm.generate import sample_config
+
+    with pytest.raises(DDPMError, match=r"^sample.sampler must be one of \['ddpm', .*got 'bogus'"):
+        SampleConfig(sampler="bogus")  # type: ignore[arg-type]
+    with pytest.raises(DDPMError, match="^sample.precision must be one of"):
+        sample_config(RunConfig(), precision="fp64")  # type: ignore[arg-type]
+    assert sample_config(RunConfig(), sampler="heun").spacing == "karras"

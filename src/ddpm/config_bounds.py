@@ -72,7 +72,8 @@ def _hints(cls: type) -> dict[str, Any]:
 
 def check_fields(section: Any, prefix: str) -> None:
     """Raise DDPMError for the first field of the dataclass `section` whose value is out of its
-    declared Bounds, a non-finite float or an int outside int64; `prefix` names the section."""
+    declared Bounds, not one of its Literal's values, a non-finite float or an int outside int64;
+    `prefix` names the section."""
     # a class is hashable, but mypy does not see type[...] as Hashable (python/mypy#11470)
     hints = _hints(type(section))  # type: ignore[arg-type]
     for f in dataclasses.fields(section):
@@ -82,6 +83,12 @@ def check_fields(section: Any, prefix: str) -> None:
 def _check(value: Any, hint: Any, key: str) -> None:
     bounds = [m for m in getattr(hint, "__metadata__", ()) if isinstance(m, Bounds)]
     base = typing.get_args(hint)[0] if bounds else hint
+    if typing.get_origin(base) is Literal:  # a config built in Python skips `coerce`'s check
+        if value not in typing.get_args(base):
+            raise DDPMError(
+                f"{key} must be one of {list(typing.get_args(base))}, got {shorten(value)}"
+            )
+        return
     if typing.get_origin(base) is tuple and isinstance(value, tuple):
         for i, item in enumerate(value):
             _check(item, typing.get_args(base)[0], f"{key}[{i}]")
