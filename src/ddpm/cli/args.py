@@ -6,6 +6,7 @@ and the checks of those flags that need the loaded run."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from typing import TYPE_CHECKING
 
@@ -112,8 +113,12 @@ def data_config(
     base = load_preset(dataset).data if dataset in preset_names() else DataConfig(dataset=dataset)
     if dataset == "folder" and (image_size is None or data_dir is None):
         raise DDPMError("--dataset folder needs --data-dir DIR and --image-size N")
-    changes = {"data_dir": data_dir, "image_size": image_size, "channels": channels}
-    return DataConfig(**{**base.__dict__, **{k: v for k, v in changes.items() if v is not None}})
+    return dataclasses.replace(
+        base,
+        data_dir=base.data_dir if data_dir is None else data_dir,
+        image_size=base.image_size if image_size is None else image_size,
+        channels=base.channels if channels is None else channels,
+    )
 
 
 def check_generation_flags(
