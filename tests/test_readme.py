@@ -87,3 +87,29 @@ def test_where_things_live_names_every_module():
     named = set(re.findall(r"[\w.]+\.py|\w+/", block.group(1)))
     assert not modules - named, f"not in README's layout map: {sorted(modules - named)}"
     assert not packages - named, f"not in README's layout map: {sorted(packages - named)}"
+
+
+@pytest.mark.slow
+def test_the_own_images_command_trains(isolated, tmp_path):
+    """README's command for a folder of your own images, as written, on a folder of RGB PNGs
+    (cut to two steps and one checkpoint)."""
+    import shlex
+
+    import numpy as np
+    from PIL import Image
+
+    from ddpm.cli import main
+
+    command = re.search(r"^(ddpm train --dataset folder .*?)\n```", README.read_text(), re.M | re.S)
+    assert command, "README has no own-images command"
+    photos = Path("photos")  # the README's relative path, inside the isolated working folder
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(80):  # a 1-in-20 test split needs a few dozen images
+        pixels = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(photos / f"{i}.png")
+    args = shlex.split(command.group(1).replace("\\\n", " "))[1:]
+    short = ["train.num_steps=2", "train.batch_size=4", "train.checkpoint_every=2",
+             "train.sample_every=100000", "train.val_images=4", "train.warmup_steps=1"]  # fmt: skip
+    assert main([*args, "--quiet", *[a for s in short for a in ("--set", s)]]) == 0
+    assert (Path("runs/photos/checkpoints") / "step_00000002.safetensors").is_file()
