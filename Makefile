@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	rm -rf $(DEMO_DIR)
 	$(VENV)/bin/ddpm train --dataset digits --out $(DEMO_DIR)
-	$(VENV)/bin/ddpm sample --run $(DEMO_DIR) --n 64 --sampler ddim --steps 50 --seed 0 \
+	$(VENV)/bin/ddpm sample --run $(DEMO_DIR) --n 64 --seed 0 \
 		--out $(DEMO_DIR)/grid.png --progressive $(DEMO_DIR)/progressive.png
 
 # the tests of benchmarks/alternatives.py need the two alternatives (torch held at the pin above)

@@ -225,7 +225,9 @@ def test_folder_with_classes_mixed_sizes_and_a_corrupt_file(tmp_path, caplog):
     (root / "dogs" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     (root / "cats" / "notes.txt").write_text("not an image")
     before = sorted(p.relative_to(root) for p in root.rglob("*"))
-    config = DataConfig(dataset="folder", data_dir=str(root), image_size=16, channels=3)
+    config = DataConfig(
+        dataset="folder", data_dir=str(root), image_size=16, channels=3, labels_from_subfolders=True
+    )
     with caplog.at_level(logging.WARNING):
         train = load_dataset(config, "train")
         test = load_dataset(config, "test")

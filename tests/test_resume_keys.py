@@ -12,7 +12,7 @@ from ddpm.config import RESUMABLE_KEYS, RunConfig, to_dict
 FIXED_ON_RESUME = {
     # the data the weights learnt and how a batch is drawn from it
     "data.augment_p", "data.channels", "data.dataset", "data.download", "data.fit",
-    "data.image_size", "data.random_flip",
+    "data.image_size", "data.labels_from_subfolders", "data.random_flip",
     # the forward process and the objective
     "diffusion.beta_end", "diffusion.beta_start", "diffusion.clip_denoised", "diffusion.cosine_s",
     "diffusion.loss", "diffusion.loss_weight", "diffusion.min_snr_gamma",
@@ -22,6 +22,7 @@ FIXED_ON_RESUME = {
     "model.attention_head_dim", "model.attention_resolutions", "model.augment_dim",
     "model.base_channels", "model.block", "model.channel_mult", "model.conditioning",
     "model.dropout", "model.linear_attention", "model.num_classes", "model.num_groups",
+    "model.preset",
     "model.num_res_blocks",
     # the optimiser, EMA and the per-step draws that exact resume replays
     "train.ema_decay", "train.ema_schedule", "train.ema_sigma_rel", "train.grad_clip",

@@ -159,6 +159,20 @@ def time_training(
     return steps * batch_size / (time.perf_counter() - start), trainer.ema
 
 
+def estimate_training_rate(
+    config: RunConfig, device: torch.device, *, batch_size: int = 16, steps: int = 3
+) -> float:
+    """Training images/s of `config` here, from a few real steps on random data (after one
+    warm-up step) at a small batch: a first estimate, not a benchmark (`ddpm bench` is one).
+    The global RNG is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        rate, _ = time_training(
+            config, device, batch_size=min(batch_size, config.train.batch_size), steps=steps,
+            warmup=1,
+        )  # fmt: skip
+    return rate
+
+
 def run_bench(
     config: RunConfig,
     *,

@@ -26,6 +26,7 @@ from importlib import resources
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
+from .config_auto import AUTO_KEYS, auto_unet_keys
 from .config_bounds import (
     Bounds,
     NonNegativeFloat,
@@ -114,6 +115,9 @@ class DiffusionConfig:
 
 @dataclass(frozen=True)
 class UNetConfig:
+    # auto: the architecture keys (ddpm.config_auto.AUTO_KEYS) come from one rule for
+    # data.image_size (ddpm.config_auto), except those given beside it in the same config layer
+    preset: Literal["manual", "auto"] = "manual"
     # the defaults are the network of the default data (the 8x8 digits): two levels, 8x8 and 4x4
     base_channels: PositiveInt = 32
     channel_mult: tuple[PositiveInt, ...] = (1, 2)
@@ -150,15 +154,16 @@ def check_unet_config(config: UNetConfig, *, image_size: int, in_channels: int) 
     if image_size < factor or image_size % factor:
         raise DDPMError(
             f"image size {image_size} cannot be halved {levels - 1} times evenly for "
-            f"model.channel_mult={list(config.channel_mult)}; use a multiple of {factor} "
-            f"or fewer levels"
+            f"model.channel_mult={list(config.channel_mult)}; use a multiple of {factor}, "
+            f"fewer levels, or model.preset=auto"
         )
     resolutions = {image_size // 2**i for i in range(levels)}
     bad = sorted(set(config.attention_resolutions) - resolutions)
     if bad:
         raise DDPMError(
             f"model.attention_resolutions {bad} are not resolutions of this U-Net "
-            f"(it has {sorted(resolutions, reverse=True)})"
+            f"(it has {sorted(resolutions, reverse=True)}): set some of those, or "
+            f"model.preset=auto for a U-Net sized for {image_size}x{image_size} images"
         )
     for mult in config.channel_mult:
         if (config.base_channels * mult) % config.num_groups:
@@ -178,6 +183,8 @@ class DataConfig:
     channels: PositiveInt = 1
     random_flip: bool = False
     fit: Literal["resize", "pad"] = "resize"  # how images of another size reach image_size
+    # folder dataset: the first-level sub-folder names (sorted) are the class labels
+    labels_from_subfolders: bool = False
     download: bool = False  # MNIST/Fashion-MNIST: fetch with torchvision into the cache if absent
     # non-leaky augmentation (Karras et al. 2022, EDM, config F: 0.12 on CIFAR-10): each training
     # image is flipped, rotated by 90k degrees and shifted, each with this probability, and the
@@ -257,8 +264,10 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class SampleConfig:
-    sampler: SamplerName = field(default="ddim", metadata=RESUMABLE)
-    steps: PositiveInt = field(default=50, metadata=RESUMABLE)  # at most diffusion.num_timesteps
+    # the one default of every command that samples (sample, eval, sweep, report): DPM-Solver++
+    # (Lu et al. 2022) at 20 steps, 20 network evaluations
+    sampler: SamplerName = field(default="dpmpp-2m", metadata=RESUMABLE)
+    steps: PositiveInt = field(default=20, metadata=RESUMABLE)  # at most diffusion.num_timesteps
     eta: Probability = field(default=0.0, metadata=RESUMABLE)
     spacing: Literal["uniform", "quadratic", "trailing", "karras"] = field(
         default="uniform", metadata=RESUMABLE
@@ -334,16 +343,23 @@ def from_dict(data: dict[str, Any], base: RunConfig | None = None) -> RunConfig:
         raise DDPMError(
             "a config must be a mapping of sections (diffusion, model, data, train, sample)"
         )
-    sections = {}
-    for name in SECTIONS:
-        section = getattr(base, name)
-        values = data.get(name) or {}
-        if not isinstance(values, dict):
-            raise DDPMError(f"config section {name!r} must be a mapping")
-        sections[name] = _replace_checked(section, values, prefix=name)
     unknown = sorted(map(str, set(data) - set(SECTIONS)))
     if unknown:
         raise DDPMError(f"unknown config section(s) {_few(unknown)}; known: {sorted(SECTIONS)}")
+    sections = {}
+    for name in SECTIONS:
+        values = data.get(name) or {}
+        if not isinstance(values, dict):
+            raise DDPMError(f"config section {name!r} must be a mapping")
+        sections[name] = _replace_checked(getattr(base, name), values, prefix=name)
+    model_values, data_values = data.get("model") or {}, data.get("data") or {}
+    if sections["model"].preset == "auto" and (
+        "preset" in model_values or "image_size" in data_values
+    ):
+        # the rule's keys for this layer's image size, then the keys this layer gives beside it
+        auto = auto_unet_keys(sections["data"].image_size)
+        chosen = {**auto, **{k: v for k, v in model_values.items() if k in AUTO_KEYS}}
+        sections["model"] = _replace_checked(sections["model"], chosen, prefix="model")
     return RunConfig(**sections)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..config import DataConfig, load_preset, preset_names
@@ -119,6 +120,29 @@ def data_config(
         image_size=base.image_size if image_size is None else image_size,
         channels=base.channels if channels is None else channels,
     )
+
+
+def default_to_run(args: argparse.Namespace, run: LoadedRun) -> None:
+    """Fill --sampler and --steps, when not given, with the run's sample.sampler and sample.steps:
+    every command that samples has the one default (DPM-Solver++ at 20 steps unless the run's
+    config names another)."""
+    if args.sampler is None:
+        args.sampler = run.config.sample.sampler
+    if args.steps is None:
+        args.steps = run.config.sample.steps
+
+
+def add_sampler_options(parser: argparse.ArgumentParser, choices: Sequence[str]) -> None:
+    """--sampler and --steps, defaulting to the run's (default_to_run)."""
+    parser.add_argument(
+        "--sampler", choices=choices, default=None,
+        help="default: the run's sample.sampler (dpmpp-2m unless its config says otherwise)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--steps", type=positive_int, default=None,
+        help="number of timesteps to visit (default: the run's sample.steps, 20 unless its "
+        "config says otherwise)",
+    )  # fmt: skip
 
 
 def check_generation_flags(

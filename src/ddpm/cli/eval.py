@@ -17,8 +17,10 @@ from .args import (
     add_device_option,
     add_guidance_options,
     add_network_options,
+    add_sampler_options,
     check_generation_flags,
     data_config,
+    default_to_run,
     positive_int,
     seed,
 )
@@ -50,6 +52,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     run = load_run(args.run, use_ema=not args.no_ema, device=device) if args.run else None
     samples = args.samples
     if run is not None and sample_list and not args.samples:  # eval generates args.n images
+        default_to_run(args, run)
         check_images_fit(run.config, args.n, option="--n")
         check_generation_flags(
             run, sampler=args.sampler, steps=args.steps, eta=args.eta,
@@ -96,8 +99,7 @@ def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--metrics", default="fid,is,kid,pr", help="any of fid,is,kid,pr,bpd,val-loss"
     )
     evaluate.add_argument("--n", type=positive_int, default=10_000, help="samples to generate")
-    evaluate.add_argument("--sampler", choices=sorted(SAMPLERS), default="dpmpp-2m")
-    evaluate.add_argument("--steps", type=positive_int, default=20)
+    add_sampler_options(evaluate, sorted(SAMPLERS))
     evaluate.add_argument("--spacing", choices=SPACINGS, default=None)
     evaluate.add_argument("--seed", type=seed, default=0)
     evaluate.add_argument("--eta", type=float, default=None, help="DDIM eta (default: config)")

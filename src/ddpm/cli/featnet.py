@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
@@ -27,6 +28,8 @@ def cmd_featnet_train(args: argparse.Namespace) -> int:
     )  # fmt: skip
 
     config = data_config(args.dataset, args.data_dir, args.image_size, args.channels)
+    # a classifier learns the classes: a folder's come from its sub-folders
+    config = dataclasses.replace(config, labels_from_subfolders=config.dataset == "folder")
     name = args.name or (
         args.dataset if args.dataset != "folder" else f"folder-{Path(args.data_dir).resolve().name}"
     )

@@ -14,7 +14,9 @@ from .args import (
     add_device_option,
     add_guidance_options,
     add_network_options,
+    add_sampler_options,
     check_generation_flags,
+    default_to_run,
     positive_int,
     seed,
 )
@@ -28,15 +30,13 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     from ..loaded_run import load_run
     from ..viz import save_grid
 
-    if args.sampler not in DETERMINISTIC_SAMPLERS:
-        raise DDPMError(
-            f"interpolate needs a deterministic sampler ({', '.join(DETERMINISTIC_SAMPLERS)}), "
-            f"not {args.sampler}"
-        )
     if args.frames < 2:
         raise DDPMError(f"--frames must be >= 2, got {args.frames}")
     check_output_file(args.out, "interpolation strip (--out)", image=True)
     run = load_run(args.run, use_ema=not args.no_ema, device=resolve_device(args.device))
+    if args.sampler is None and run.config.sample.sampler not in DETERMINISTIC_SAMPLERS:
+        args.sampler = "dpmpp-2m"  # the run's is stochastic: the deterministic default
+    default_to_run(args, run)
     check_images_fit(run.config, args.frames, option="--frames")
     check_generation_flags(
         run, sampler=args.sampler, steps=args.steps, class_label=args.class_label,
@@ -64,8 +64,7 @@ def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     interp.add_argument("--run", required=True, help="run folder or checkpoint file")
     interp.add_argument("--seeds", type=seed, nargs=2, required=True, metavar=("A", "B"))
     interp.add_argument("--frames", type=positive_int, default=8, help="images in the strip")
-    interp.add_argument("--sampler", choices=DETERMINISTIC_SAMPLERS, default="ddim")
-    interp.add_argument("--steps", type=positive_int, default=50)
+    add_sampler_options(interp, DETERMINISTIC_SAMPLERS)
     interp.add_argument("--spacing", choices=SPACINGS, default=None)
     add_guidance_options(interp)
     add_network_options(interp)

@@ -7,14 +7,16 @@ import argparse
 from pathlib import Path
 
 from ..config import SampleConfig
-from ..output_paths import check_distinct, check_output_file
+from ..output_paths import check_distinct, check_output_file, check_output_folder
 from ..samplers import SAMPLERS, num_function_evals
 from ..schedules import SPACINGS
 from .args import (
     add_device_option,
     add_guidance_options,
     add_network_options,
+    add_sampler_options,
     check_generation_flags,
+    default_to_run,
     finite_float,
     positive_int,
     seed,
@@ -38,19 +40,25 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from ..metrics.sample_files import save_npz
     from ..pixels import to_uint8
     from ..resources import check_images_fit
-    from ..viz import TrajectoryRecorder, save_grid, save_progressive
+    from ..viz import TrajectoryRecorder, save_grid, save_images, save_progressive
 
-    out = Path(args.out)
+    # the grid: --out, else samples.png unless --out-dir asks for one file per image instead
+    out = None if args.out_dir and not args.out else Path(args.out or "samples.png")
     progressive = None
     if args.progressive is not None:
-        progressive = Path(args.progressive or out.with_name(out.stem + "_progressive.png"))
-    check_output_file(out, "sample grid (--out)", image=True)
+        named = out or Path("samples.png")
+        progressive = Path(args.progressive or named.with_name(named.stem + "_progressive.png"))
+    if out is not None:
+        check_output_file(out, "sample grid (--out)", image=True)
+    if args.out_dir:
+        check_output_folder(args.out_dir, "image folder (--out-dir)")
     if progressive is not None:
         check_output_file(progressive, "progressive strip (--progressive)", image=True)
     if args.npz:
         check_output_file(args.npz, "sample file (--npz)")
     check_distinct({"--out": out, "--progressive": progressive, "--npz": args.npz})
     run = load_run(args.run, use_ema=not args.no_ema, device=resolve_device(args.device))
+    default_to_run(args, run)
     check_images_fit(run.config, args.n, option="--n")
     check_generation_flags(
         run, sampler=args.sampler, steps=args.steps, eta=args.eta, class_label=args.class_label,
@@ -68,7 +76,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
         guidance=args.guidance, callback=recorder, progress=not args.quiet,
     )  # fmt: skip
     print(sampler_summary(sample, guided=args.guidance != 1.0))
-    print(f"grid: {save_grid(images, out)}")
+    if out is not None:
+        print(f"grid: {save_grid(images, out)}")
+    if args.out_dir:
+        written = save_images(images, args.out_dir)
+        print(f"images: {len(written)} PNGs in {args.out_dir} ({written[0].name} ...)")
     if recorder is not None and progressive is not None:
         print(f"progressive denoising: {save_progressive(recorder, images, progressive)}")
     if args.npz:
@@ -84,10 +96,7 @@ def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     sample = sub.add_parser("sample", help="generate images from a run")
     sample.add_argument("--run", required=True, help="run folder or checkpoint file")
     sample.add_argument("--n", type=positive_int, default=64, help="number of images")
-    sample.add_argument("--sampler", choices=sorted(SAMPLERS), default="ddim")
-    sample.add_argument(
-        "--steps", type=positive_int, default=50, help="number of timesteps to visit"
-    )
+    add_sampler_options(sample, sorted(SAMPLERS))
     sample.add_argument("--eta", type=finite_float, default=None, help="DDIM eta (default: config)")
     sample.add_argument(
         "--spacing",
@@ -98,7 +107,14 @@ def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     add_guidance_options(sample)
     add_network_options(sample)
     sample.add_argument("--seed", type=seed, default=0, help="0 <= seed < 2**63")
-    sample.add_argument("--out", default="samples.png", metavar="GRID.png")
+    sample.add_argument(
+        "--out", default=None, metavar="GRID.png",
+        help="the grid (default: samples.png, none when only --out-dir is given)",
+    )  # fmt: skip
+    sample.add_argument(
+        "--out-dir", default=None, metavar="DIR",
+        help="also write each image as its own PNG: DIR/000000.png, 000001.png, ...",
+    )  # fmt: skip
     sample.add_argument("--npz", metavar="FILE.npz", help="also write arr_0: uint8 [N, H, W, C]")
     sample.add_argument(
         "--progressive",

@@ -21,6 +21,8 @@ from .args import (
     seed,
 )
 
+COMPARED_SAMPLERS = ("ddim", "dpmpp-2m", "heun")  # --samplers' default, after the run's own
+
 
 def parse_plan(samplers: str, steps: Sequence[int]) -> list[tuple[SamplerName, int]]:
     """'ddpm:1000,ddim,heun' and steps [10, 20] -> [(ddpm, 1000), (ddim, 10), (ddim, 20),
@@ -53,13 +55,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise DDPMError(
             f"--steps expects a comma-separated list of integers >= 1, got {args.steps[:80]!r}"
         ) from None
-    plan = parse_plan(args.samplers, steps)
+    plan = parse_plan(args.samplers, steps) if args.samplers else []
     run_path = Path(args.run)
     out = Path(args.out or (run_path if run_path.is_dir() else run_path.parent) / "sweep")
     check_output_folder(out, "sweep folder (--out)")
     if args.features:  # the reference features are cached there
         check_output_folder(cache_dir() / "fidelity", "feature cache ($XDG_CACHE_HOME/ddpm)")
     run = load_run(args.run, use_ema=not args.no_ema, device=resolve_device(args.device))
+    if not args.samplers:  # the run's own sampler, then the usual comparison
+        compared = dict.fromkeys([run.config.sample.sampler, *COMPARED_SAMPLERS])
+        plan = parse_plan(",".join(compared), steps)
     check_images_fit(run.config, args.n, option="--n")
     if args.n < 2:
         raise DDPMError(f"--n must be >= 2 to fit a covariance, got {args.n}")
@@ -88,9 +93,10 @@ def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     sweep = sub.add_parser("sweep", help="quality and images/s against NFE for several samplers")
     sweep.add_argument("--run", required=True, help="run folder or checkpoint file")
     sweep.add_argument(
-        "--samplers", default="ddim,dpmpp-2m,heun",
+        "--samplers", default=None,
         help=f"comma-separated, from {', '.join(SAMPLERS)}; NAME:K runs NAME at K steps only "
-        "(e.g. ddpm:1000 as the reference)",
+        f"(e.g. ddpm:1000 as the reference); default: the run's sample.sampler and "
+        f"{', '.join(COMPARED_SAMPLERS)}",
     )  # fmt: skip
     sweep.add_argument("--steps", default="5,10,20,50,100", help="comma-separated step counts")
     sweep.add_argument("--n", type=positive_int, default=1000, help="images per point")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
+import torch
 import yaml
 
 from ..config import (
@@ -19,31 +21,104 @@ from ..config import (
 )
 from ..config_yaml import load_yaml, parse_overrides
 from ..data import DATASETS
+from ..data.folder_survey import FolderSurvey, survey_folder
 from ..devices import use_deterministic_algorithms
 from ..errors import DDPMError
 from ..output_paths import check_output_folder
-from .args import add_device_option
+from .args import add_device_option, positive_int
 
 log = logging.getLogger(__name__)
 
 
-def _resolve_train_config(args: argparse.Namespace) -> RunConfig:
-    """Defaults < dataset's or named preset < --config file < --set overrides."""
-    if args.preset:
-        config = load_preset(args.preset)
-    elif args.dataset in preset_names():
-        config = load_preset(args.dataset)
-    else:
-        if args.dataset not in DATASETS:
-            raise DDPMError(
-                f"unknown dataset {args.dataset!r}; known: {', '.join(sorted(DATASETS))}"
-            )
-        config = from_dict({"data": {"dataset": args.dataset}})
-    if args.config:
-        config = from_dict(load_yaml(args.config), base=config)
+def _merge(layer: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
+    """`more`'s sections over `layer`'s, key by key (a non-mapping is left for from_dict to
+    refuse)."""
+    merged = dict(layer)
+    for name, values in more.items():
+        old = merged.get(name)
+        both = isinstance(old, dict) and isinstance(values, dict)
+        merged[name] = {**old, **values} if both else values  # type: ignore[dict-item]
+    return merged
+
+
+def _flag_layer(args: argparse.Namespace) -> dict[str, Any]:
+    """The data keys the train flags set (--dataset over a --preset, --data-dir, --image-size,
+    --channels, --labels-from-subfolders)."""
+    data: dict[str, Any] = {}
     if args.preset and args.dataset:
-        config = from_dict({"data": {"dataset": args.dataset}}, base=config)
-    return from_dict(parse_overrides(args.set), base=config)
+        data["dataset"] = args.dataset
+    flags = {"data_dir": args.data_dir, "image_size": args.image_size, "channels": args.channels}
+    data.update({key: value for key, value in flags.items() if value is not None})
+    if args.labels_from_subfolders:
+        data["labels_from_subfolders"] = True
+    return {"data": data} if data else {}
+
+
+def _dataset_name(args: argparse.Namespace) -> str | None:
+    """--dataset, or "folder" when only --data-dir names the data."""
+    if args.dataset or args.preset:
+        return str(args.dataset) if args.dataset else None
+    return "folder" if args.data_dir else None
+
+
+def _resolve_train_config(args: argparse.Namespace) -> tuple[RunConfig, FolderSurvey | None]:
+    """Defaults < dataset's or named preset < --config file < flags < --set overrides, the last
+    three as one layer (so model.preset=auto sees them all); a folder's image size, channels and
+    classes come from a survey of its images unless given."""
+    dataset = _dataset_name(args)
+    if args.preset:
+        base = load_preset(args.preset)
+    elif dataset in preset_names():
+        base = load_preset(dataset)
+    else:
+        if dataset not in DATASETS:
+            raise DDPMError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(DATASETS))}")
+        base = from_dict({"data": {"dataset": dataset}})
+    layer = load_yaml(args.config) if args.config else {}
+    layer = _merge(_merge(layer, _flag_layer(args)), parse_overrides(args.set))
+    config = from_dict(layer, base=base)
+    if config.data.dataset != "folder":
+        return config, None
+    if not config.data.data_dir:
+        raise DDPMError("the folder dataset needs --data-dir DIR (or data.data_dir)")
+    survey = survey_folder(config.data.data_dir)
+    given: dict[str, Any] = layer.get("data") or {}  # a mapping: from_dict took it
+    data = {"image_size": survey.image_size, "channels": survey.channels, **given}
+    model: dict[str, Any] = {}
+    if config.data.labels_from_subfolders and "num_classes" not in (layer.get("model") or {}):
+        if len(survey.classes) < 2:
+            raise DDPMError(
+                f"--labels-from-subfolders needs images in at least 2 sub-folders of "
+                f"{config.data.data_dir} (one per class); found {len(survey.classes)}"
+            )
+        model["num_classes"] = len(survey.classes)
+    return from_dict(_merge(layer, {"data": data, "model": model}), base=base), survey
+
+
+def _describe_choice(config: RunConfig, survey: FolderSurvey, device: torch.device) -> list[str]:
+    """What `ddpm train` picked for a folder: the data's size and channels, and the U-Net with
+    its parameter count and a measured first estimate of training images/s here."""
+    from ..bench import estimate_training_rate
+    from ..resources import count_parameters
+
+    d, m = config.data, config.model
+    lines = [
+        f"data: {survey.describe()} -> trained at {d.image_size}x{d.image_size}, "
+        f"{d.channels} channel{'s' if d.channels > 1 else ''} (--image-size, --channels to change)"
+    ]
+    if d.labels_from_subfolders:
+        lines.append(f"classes: {len(survey.classes)} sub-folders ({', '.join(survey.classes[:10])}"
+                     f"{', ...' if len(survey.classes) > 10 else ''})")  # fmt: skip
+    rate = estimate_training_rate(config, device)
+    lines.append(
+        f"model ({'model.preset=auto' if m.preset == 'auto' else 'as configured'}): base "
+        f"{m.base_channels} channels x {list(m.channel_mult)}, {m.num_res_blocks} {m.block} "
+        f"block{'s' if m.num_res_blocks > 1 else ''} per level, attention at {list(m.attention_resolutions)}"
+        f"{', linear attention elsewhere' if m.linear_attention else ''}: "
+        f"{count_parameters(config) / 1e6:.2f} M parameters; about {rate:.0f} training "
+        f"images/s here (a few steps timed at batch {min(16, config.train.batch_size)})"
+    )
+    return lines
 
 
 def _resume_config(args: argparse.Namespace) -> RunConfig:
@@ -71,17 +146,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..train import train
 
     if args.resume:
-        if args.dataset or args.preset or args.config or args.out or args.overwrite:
+        if (
+            args.dataset
+            or args.preset
+            or args.config
+            or args.out
+            or args.overwrite
+            or (args.data_dir or args.image_size or args.channels or args.labels_from_subfolders)
+        ):
             raise DDPMError(
                 "--resume takes the run's own folder and config; only --set may change safe keys"
             )
-        config, run_dir = _resume_config(args), Path(args.resume)
+        config, run_dir, survey = _resume_config(args), Path(args.resume), None
     else:
-        if not (args.dataset or args.preset) or not args.out:
-            raise DDPMError("train needs --dataset NAME or --preset NAME, and --out DIR")
-        config, run_dir = _resolve_train_config(args), Path(args.out)
+        if not (args.dataset or args.preset or args.data_dir) or not args.out:
+            raise DDPMError(
+                "train needs --dataset NAME, --preset NAME or --data-dir DIR, and --out DIR"
+            )
+        (config, survey), run_dir = _resolve_train_config(args), Path(args.out)
     device = resolve_device(args.device)
     estimate, memory = check_training_fits(config, device)  # before anything is allocated
+    if not args.resume and survey is not None:
+        print("\n".join(_describe_choice(config, survey, device)), flush=True)
     check_output_folder(run_dir, "run folder")
     if args.deterministic:
         use_deterministic_algorithms()
@@ -108,6 +194,23 @@ def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     """Register `ddpm train`."""
     train = sub.add_parser("train", help="train a model (or resume a run)")
     train.add_argument("--dataset", help=f"dataset: {', '.join(sorted(DATASETS))}")
+    train.add_argument(
+        "--data-dir", metavar="DIR",
+        help="where the dataset's files are; alone: a folder of images to train on (--dataset "
+        "folder: size and channels read off the images, a U-Net sized for them)",
+    )  # fmt: skip
+    train.add_argument(
+        "--image-size", type=positive_int, default=None, metavar="N",
+        help="train at NxN (default: the dataset's; a folder: its most common size, rounded)",
+    )  # fmt: skip
+    train.add_argument(
+        "--channels", type=int, choices=(1, 3), default=None,
+        help="1 (grey) or 3 (RGB) (default: the dataset's; a folder: RGB unless all are grey)",
+    )  # fmt: skip
+    train.add_argument(
+        "--labels-from-subfolders", action="store_true",
+        help="a folder: its first-level sub-folders are classes (a class-conditional model)",
+    )  # fmt: skip
     train.add_argument("--preset", help=f"reference configuration: {', '.join(preset_names())}")
     train.add_argument("--out", help="run folder to create (new or empty)")
     train.add_argument(

@@ -42,8 +42,9 @@ def _celeba64(config: DataConfig, split: Split) -> ImageData:
 
 def _folder(config: DataConfig, split: Split) -> ImageData:
     return load_folder(
-        config.data_dir, split, image_size=config.image_size, channels=config.channels
-    )
+        config.data_dir, split, image_size=config.image_size, channels=config.channels,
+        labels_from_subfolders=config.labels_from_subfolders,
+    )  # fmt: skip
 
 
 DATASETS: dict[str, Callable[[DataConfig, Split], ImageData]] = {
@@ -73,7 +74,8 @@ def check_labels(data: ImageData, num_classes: int) -> None:
     if data.labels is None:
         raise DDPMError(
             f"model.num_classes={num_classes}, but dataset {data.name} has no labels "
-            f"(for a folder: put each class's images in its own sub-folder)"
+            f"(for a folder: put each class's images in its own sub-folder and set "
+            f"data.labels_from_subfolders=true)"
         )
     if data.num_classes > num_classes:
         raise DDPMError(
