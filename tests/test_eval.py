@@ -142,6 +142,19 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 
 @pytest.mark.slow
+def test_eval_samples_with_the_run_s_sampler_unless_told(featnet_file, tmp_path):
+    """No --sampler/--steps: the run's sample.* (here ddim at 3 steps), as ddpm sample does."""
+    run = tmp_path / "run"
+    sampler = ["sample.sampler=ddim", "sample.steps=3"]
+    assert main(["train", "--dataset", "digits", "--out", str(run), "--quiet",
+                 *sets([*RUN_SETTINGS, *sampler])]) == 0  # fmt: skip
+    args = ["eval", "--run", str(run), "--features", str(featnet_file), "--n", "20"]
+    assert main([*args, "--metrics", "fid", "--quiet", "--out", str(tmp_path / "e")]) == 0
+    (row,) = read_rows(tmp_path / "e" / "metrics.csv")
+    assert (row["sampler"], row["steps"]) == ("ddim", "3")
+
+
+@pytest.mark.slow
 def test_eval_writes_every_metric_with_its_provenance(tiny_run, featnet_file, capsys):
     args = ["eval", "--run", str(tiny_run), "--features", str(featnet_file), "--n", "40"]
     args += ["--sampler", "ddim", "--steps", "3", "--bpd-n", "8", "--bpd-timesteps", "4"]
