@@ -279,7 +279,8 @@ def test_eight_9400x9400_pngs_through_the_cli(tmp_path, baseline_rss):
     args = ["--dataset", "folder", *sets([f"data.data_dir={root}", "data.channels=3", *CLI_MODEL])]
     code, err, rss, seconds = run_train(args, tmp_path)
     line = assert_one_error_line(code, err, "9400x9400 pixels")
-    assert f"none of the 8 files in {root} (train) is a usable image" in line
+    # 7: a folder this small lends one file to its test split
+    assert f"none of the 7 files in {root} (train) is a usable image" in line
     assert rss - baseline_rss < 256 * MB and seconds < 120, (rss / MB, baseline_rss / MB, seconds)
 
 
