@@ -10,6 +10,7 @@ the image size and channels (dataset folder, data_dir unset unless given).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -157,6 +158,7 @@ def import_diffusers(
         raise DDPMError(f"the diffusers tensor for ddpm's {bad[0]} is not finite floating point")
     net.load_state_dict(state)  # float16/bfloat16 weights become the network's float32
     path = checkpoint_path(out / "checkpoints", 0)
-    save_checkpoint(path, step=0, config=to_dict(config), model=net, ema=net, optimizer=None)
+    ema = copy.deepcopy(net)  # its own tensors: safetensors stores no shared memory
+    save_checkpoint(path, step=0, config=to_dict(config), model=net, ema=ema, optimizer=None)
     write_config(out, config)
     return ImportedRun(config, path, notes)
