@@ -120,7 +120,7 @@ def _edit(path: Path, **changes: object) -> None:
     ("file", "changes", "field"),
     [
         ("unet/config.json", {"freq_shift": 1}, "freq_shift=1"),
-        ("unet/config.json", {"flip_sin_to_cos": False}, "flip_sin_to_cos=False"),
+        ("unet/config.json", {"flip_sin_to_cos": "yes"}, "flip_sin_to_cos='yes'"),
         ("unet/config.json", {"norm_eps": 1e-6}, "norm_eps=1e-06"),
         ("unet/config.json", {"downsample_padding": 0}, "downsample_padding=0"),
         ("unet/config.json", {"mid_block_type": None}, "mid_block_type=None"),

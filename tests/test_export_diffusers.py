@@ -73,6 +73,7 @@ def test_the_pipeline_samples_from_the_exported_folder(tmp_path):
 
 DIFFUSERS_MADE = {
     "default-shift": dict(attention_head_dim=8),
+    "sin-cos-order": dict(attention_head_dim=16, flip_sin_to_cos=False),  # columns swapped
     "scale-shift-classes": dict(
         resnet_time_scale_shift="scale_shift", attn_norm_num_groups=8, num_class_embeds=4,
         attention_head_dim=None,

@@ -22,7 +22,9 @@ from ddpm.weights_file import FORMAT, load_weights
 @pytest.fixture
 def weights(tiny_run, tmp_path):
     path = tmp_path / "tiny.safetensors"
-    assert main(["export", "--run", str(tiny_run), "--format", "safetensors", "--out", str(path)]) == 0
+    assert (
+        main(["export", "--run", str(tiny_run), "--format", "safetensors", "--out", str(path)]) == 0
+    )
     return path
 
 
@@ -80,7 +82,9 @@ def test_damaged_foreign_and_misused_files_are_one_line(tiny_run, weights, tmp_p
     assert "checksum mismatch" in err
     foreign = tmp_path / "foreign.safetensors"
     save_file({"w": torch.zeros(2)}, foreign, metadata={"format": "pt"})
-    assert "not a ddpm weights file" in _one_line_error([*sample, "--weights", str(foreign)], capsys)
+    assert "not a ddpm weights file" in _one_line_error(
+        [*sample, "--weights", str(foreign)], capsys
+    )
     err = _one_line_error([*sample, "--weights", str(weights), "--no-ema"], capsys)
     assert "no raw (non-EMA) weights" in err
     with pytest.raises(SystemExit):  # argparse: not both, and a folder is a run

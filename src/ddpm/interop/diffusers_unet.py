@@ -5,6 +5,8 @@ an optional extra, never imported here).
 What corresponds (diffusers 0.42's UNet2DModel; tests/test_export.py checks it numerically):
 - timestep embedding: ddpm's [cos, sin] of t * 10000^(-k / half) is `time_embedding_type`
   positional with `flip_sin_to_cos` true and `freq_shift` 0, MLP base -> 4 base -> 4 base;
+  `flip_sin_to_cos` false ([sin, cos]) imports with the first linear layer's input columns
+  swapped to match (`sin_cos_to_cos_sin`);
 - blocks: ResBlock = ResnetBlock2D (`resnet_time_scale_shift` scale_shift for
   model.conditioning=scale_shift, default for additive: the bias added before the second norm);
   a level with attention is an Attn{Down,Up}Block2D; downsampling a stride-2 3x3 conv with
@@ -20,6 +22,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 from typing import Any, Literal
+
+import torch
 
 from ..config import RunConfig, UNetConfig
 from ..errors import DDPMError, shorten
@@ -51,7 +55,7 @@ UNET_DEFAULTS: dict[str, Any] = {
 # fields whose value must be exactly this for ddpm's U-Net
 _FIXED: dict[str, Any] = {
     "center_input_sample": False, "time_embedding_type": "positional", "freq_shift": 0,
-    "flip_sin_to_cos": True, "mid_block_type": "UNetMidBlock2D", "mid_block_scale_factor": 1,
+    "mid_block_type": "UNetMidBlock2D", "mid_block_scale_factor": 1,
     "downsample_padding": 1, "downsample_type": "conv", "upsample_type": "conv",
     "act_fn": "silu", "norm_eps": NORM_EPS, "add_attention": True, "class_embed_type": None,
 }  # fmt: skip
@@ -111,6 +115,7 @@ def unet_config(config: RunConfig) -> dict[str, Any]:
         "_diffusers_version": DIFFUSERS_VERSION,
         **UNET_DEFAULTS,
         **_FIXED,
+        "flip_sin_to_cos": True,
         "sample_size": data.image_size,
         "in_channels": data.channels,
         "out_channels": data.channels,
@@ -155,6 +160,8 @@ def unet_from_diffusers(cfg: dict[str, Any], base: UNetConfig) -> tuple[UNetConf
     base_ch = widths[0]
     if any(w % base_ch for w in widths):
         raise _refuse("block_out_channels", widths, "ddpm's widths are multiples of the first")
+    if cfg["flip_sin_to_cos"] not in (True, False):
+        raise _refuse("flip_sin_to_cos", cfg["flip_sin_to_cos"], "expected true or false")
     if cfg["time_embedding_dim"] not in (None, 4 * base_ch):
         raise _refuse("time_embedding_dim", cfg["time_embedding_dim"], f"ddpm's is {4 * base_ch}")
     if cfg["in_channels"] != cfg["out_channels"]:
@@ -214,3 +221,11 @@ def _ddpm_head_dim(diffusers: Any, widths: list[int], base: UNetConfig) -> int:
     if [_heads(w, base.attention_head_dim) for w in widths] == heads:
         return base.attention_head_dim
     return max(widths) if diffusers is None else int(diffusers)
+
+
+def sin_cos_to_cos_sin(weight: torch.Tensor) -> torch.Tensor:
+    """The time MLP's first weight [E, D] for a [sin, cos] embedding (`flip_sin_to_cos` false)
+    -> the same layer on ddpm's [cos, sin]: its input columns' halves swapped (an odd D's zero
+    padding column stays last)."""
+    half = weight.shape[1] // 2
+    return torch.cat([weight[:, half : 2 * half], weight[:, :half], weight[:, 2 * half :]], dim=1)

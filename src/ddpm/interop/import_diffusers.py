@@ -29,7 +29,7 @@ from ..errors import DDPMError
 from ..train.run_files import claim_new_run, write_config
 from .diffusers_names import from_diffusers
 from .diffusers_scheduler import diffusion_from_scheduler
-from .diffusers_unet import unet_from_diffusers
+from .diffusers_unet import sin_cos_to_cos_sin, unet_from_diffusers
 from .export import CONFIG_KEY, WEIGHTS_NAME
 
 log = logging.getLogger(__name__)
@@ -152,6 +152,9 @@ def import_diffusers(
     config, notes = imported_config(folder, _embedded_config(metadata), data)
     net = build_model(config)
     expected = net.state_dict()
+    first = "time_embedding.linear_1.weight"
+    if folder.unet_config.get("flip_sin_to_cos") is False and first in tensors:
+        tensors[first] = sin_cos_to_cos_sin(tensors[first])
     state = from_diffusers(tensors, expected, config.model, config.data.image_size)
     bad = [k for k, v in state.items() if not v.is_floating_point() or not torch.isfinite(v).all()]
     if bad:
