@@ -217,3 +217,24 @@ def test_export_refuses_a_folder_holding_other_files(tmp_path, capsys):
     assert main([*args, str(import_source)]) == 0  # an earlier export is replaced
     assert main([*args, str(tmp_path / "new")]) == 0
     assert "unet/config.json" in capsys.readouterr().out
+
+
+def test_an_imported_run_samples_and_scores(tiny_run, tmp_path, capsys):
+    """A trained run out through `ddpm export`, its ddpm config stripped as a folder diffusers
+    saved would be, back through `ddpm import` with a dataset to score against."""
+    hf, run = tmp_path / "hf", str(tmp_path / "run")
+    assert main(["export", "--run", str(tiny_run), "--format", "diffusers", "--out", str(hf)]) == 0
+    weights = hf / "unet" / WEIGHTS_NAME
+    save_file(load_file(weights), weights, metadata={"format": "pt"})
+    assert (
+        main(["import", "--from", "diffusers", str(hf), "--out", run, "--dataset", "digits"]) == 0
+    )
+    assert "imported" in capsys.readouterr().out
+    grid = tmp_path / "grid.png"
+    assert (
+        main(["sample", "--run", run, "--n", "4", "--steps", "2", "--out", str(grid), "--quiet"])
+        == 0
+    )
+    assert main(["eval", "--run", run, "--metrics", "val-loss", "--bpd-n", "8", "--quiet"]) == 0
+    assert "val" in capsys.readouterr().out
+    assert torch.equal(load_run(run).net.conv_in.weight, load_run(tiny_run).net.conv_in.weight)
