@@ -140,6 +140,7 @@ def _edit(path: Path, **changes: object) -> None:
         ("scheduler/scheduler_config.json", {"variance_type": "learned_range"}, "variance_type"),
         ("scheduler/scheduler_config.json", {"beta_schedule": "exponential"}, "beta_schedule"),
         ("scheduler/scheduler_config.json", {"rescale_betas_zero_snr": True}, "rescale_betas"),
+        ("scheduler/scheduler_config.json", {"beta_end": "0.02"}, "beta_end='0.02'"),
         ("scheduler/scheduler_config.json", {"trained_betas": [0.5] * 1000}, "trained_betas"),
         ("scheduler/scheduler_config.json", {"_class_name": "EulerDiscreteScheduler"},
          "_class_name"),

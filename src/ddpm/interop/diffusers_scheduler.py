@@ -122,6 +122,9 @@ def _schedule_keys(cfg: dict[str, Any], T: int, base: DiffusionConfig) -> dict[s
         raise _refuse(
             "beta_schedule", name, "ddpm: " + ", ".join([*_NAMES.values(), "squaredcos_cap_v2"])
         )
+    for field in ("beta_start", "beta_end"):
+        if type(cfg[field]) not in (int, float):
+            raise _refuse(field, cfg[field], "expected a number")
     scale = T / 1000.0  # ddpm multiplies the endpoints by 1000 / T
     return {"schedule": kind, "beta_start": cfg["beta_start"] * scale,
             "beta_end": cfg["beta_end"] * scale}  # fmt: skip
