@@ -239,3 +239,17 @@ def test_an_imported_run_samples_and_scores(tiny_run, tmp_path, capsys):
     assert main(["eval", "--run", run, "--metrics", "val-loss", "--bpd-n", "8", "--quiet"]) == 0
     assert "val" in capsys.readouterr().out
     assert torch.equal(load_run(run).net.conv_in.weight, load_run(tiny_run).net.conv_in.weight)
+
+
+def test_an_imported_run_trains_on(tiny_run, tmp_path, capsys):
+    """Fine-tuning an imported network: `ddpm train --resume` on the imported run (no optimizer
+    state in its checkpoint: AdamW starts afresh) trains on and checkpoints."""
+    hf, run = tmp_path / "hf", tmp_path / "run"
+    assert main(["export", "--run", str(tiny_run), "--format", "diffusers", "--out", str(hf)]) == 0
+    assert main(["import", "--from", "diffusers", str(hf), "--out", str(run), "--dataset",
+                 "digits"]) == 0  # fmt: skip
+    short = ["train.num_steps=2", "train.batch_size=4", "train.checkpoint_every=2",
+             "train.sample_every=100000", "train.val_images=4", "train.log_every=1"]  # fmt: skip
+    args = ["train", "--resume", str(run), "--quiet", *[a for s in short for a in ("--set", s)]]
+    assert main(args) == 0, capsys.readouterr().err
+    assert (run / "checkpoints" / "step_00000002.safetensors").is_file()
