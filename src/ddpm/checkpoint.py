@@ -123,19 +123,33 @@ def save_checkpoint(
         "step": str(step),
         "config": json.dumps(config),
         "optimizer_groups": json.dumps(groups),
-        "sha256": _PLACEHOLDER,
     }
     if val_loss is not None:
         metadata["val_loss"] = repr(float(val_loss))
     if train_seconds is not None:
         metadata["train_seconds"] = repr(float(train_seconds))
+    atomic_write(path, sealed(tensors, metadata), note="earlier checkpoints are intact")
+
+
+def sealed(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """The safetensors bytes of `tensors` (contiguous, CPU) with `metadata` and, in its "sha256"
+    entry, the version-2 digest of the whole file (see the module docstring)."""
     # Serialised once with the placeholder; the digest then takes its place, same length, so the
     # header's size and every offset stay as hashed.
-    blob = bytearray(save_safetensors(tensors, metadata))
+    blob = bytearray(save_safetensors(tensors, {**metadata, "sha256": _PLACEHOLDER}))
     digest = _file_digest(blob, _PLACEHOLDER)
     at = _digest_position(blob, _PLACEHOLDER)
     blob[at : at + 64] = digest.encode()
-    atomic_write(path, bytes(blob), note="earlier checkpoints are intact")
+    return bytes(blob)
+
+
+def read_sealed(blob: bytes) -> dict[str, str]:
+    """The metadata of a file written by `sealed`; ValueError if its digest does not match its
+    content (truncated or modified) or it has none."""
+    metadata = _read_metadata(blob)
+    if _file_digest(blob, metadata.get("sha256", "")) != metadata.get("sha256"):
+        raise ValueError("checksum mismatch (truncated or modified)")
+    return metadata
 
 
 def _read_metadata(blob: bytes) -> dict[str, str]:

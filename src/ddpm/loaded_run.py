@@ -9,13 +9,14 @@ from pathlib import Path
 import torch
 
 from .builders import build_model, build_schedule
-from .checkpoint import Checkpoint, load_checkpoint, load_latest
+from .checkpoint import Checkpoint, load_latest
 from .compiling import CompiledNetwork
 from .config import RunConfig, from_dict
 from .denoiser import Denoiser, VarianceDenoiser, make_denoiser, make_variance_denoiser
 from .errors import DDPMError
 from .models import UNet
 from .schedules import Schedule
+from .weights_file import load_model_file
 
 
 def config_denoiser(
@@ -88,6 +89,11 @@ def model_from_checkpoint(
     config = from_dict(checkpoint.config)
     net = build_model(config)
     state = checkpoint.state_dict("ema" if use_ema else "model")
+    if not state:  # a weights file holds the EMA only
+        raise DDPMError(
+            f"{checkpoint.path} holds no {'EMA' if use_ema else 'raw (non-EMA)'} weights; "
+            f"the run's checkpoints hold both"
+        )
     try:
         net.load_state_dict(state)
     except RuntimeError as error:
@@ -105,9 +111,10 @@ def model_from_checkpoint(
 def load_run(
     run: str | Path, *, use_ema: bool = True, device: torch.device | str = "cpu"
 ) -> LoadedRun:
-    """Load a run folder's newest checkpoint (or a checkpoint file) for sampling."""
+    """Load a run folder's newest checkpoint, a checkpoint file or a weights file
+    (ddpm.weights_file: the EMA only, so use_ema=False is refused) for sampling."""
     run = Path(run)
     if not run.exists():
         raise DDPMError(f"run folder not found: {run}")
-    checkpoint = load_checkpoint(run) if run.is_file() else load_latest(run / "checkpoints")
+    checkpoint = load_model_file(run) if run.is_file() else load_latest(run / "checkpoints")
     return model_from_checkpoint(checkpoint, use_ema=use_ema, device=torch.device(device))

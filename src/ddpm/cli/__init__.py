@@ -1,5 +1,6 @@
 """The `ddpm` command line: one module per sub-command (train, sample, interpolate, sweep, eval,
-featnet, presets, bench), the flags several take in `args`. User errors print one line and exit 2.
+featnet, presets, bench, export, import: import_run.py), the flags several take in `args`. User
+errors print one line and exit 2.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from ..errors import DDPMError
-from . import bench, featnet, interpolate, presets, sample, sweep, train
+from . import bench, export, featnet, import_run, interpolate, presets, sample, sweep, train
 from . import eval as eval_command
 
 MAX_MESSAGE = 1000  # characters of an error line; longer ones are cut (a value shown in full)
 # the order `ddpm --help` lists them in
-COMMANDS = (train, sample, interpolate, sweep, eval_command, featnet, presets, bench)
+COMMANDS = (train, sample, interpolate, sweep, eval_command, featnet, presets, bench, export,
+            import_run)  # fmt: skip
 
 
 class _Parser(argparse.ArgumentParser):

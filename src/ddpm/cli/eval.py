@@ -24,6 +24,7 @@ from .args import (
     positive_int,
     seed,
 )
+from .run_option import add_run_options
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -81,17 +82,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _out_dir(args: argparse.Namespace) -> Path:
-    """--out, else RUN/eval (a checkpoint file's run folder), else ./eval."""
+    """--out, else RUN/eval (a checkpoint file's run folder; a weights file's folder), else
+    ./eval."""
     if args.run:
         run_dir = Path(args.run)
-        return Path(args.out or (run_dir if run_dir.is_dir() else run_dir.parent.parent) / "eval")
+        if run_dir.is_file():
+            folder = run_dir.parent
+            run_dir = folder.parent if folder.name == "checkpoints" else folder
+        return Path(args.out or run_dir / "eval")
     return Path(args.out or "eval")
 
 
 def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `ddpm eval`."""
     evaluate = sub.add_parser("eval", help="FID, IS, KID, precision/recall, bits/dim, val loss")
-    evaluate.add_argument("--run", help="run folder or checkpoint file")
+    add_run_options(evaluate, required=False)
     evaluate.add_argument("--dataset", help="the reference dataset when scoring --samples alone")
     evaluate.add_argument("--data-dir", help="where --dataset's files are")
     evaluate.add_argument("--samples", metavar="FILE.npz|DIR", help="score these, not new samples")

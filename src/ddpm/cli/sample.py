@@ -21,6 +21,7 @@ from .args import (
     positive_int,
     seed,
 )
+from .run_option import add_run_options
 
 
 def sampler_summary(sample: SampleConfig, *, guided: bool = False) -> str:
@@ -94,7 +95,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `ddpm sample`."""
     sample = sub.add_parser("sample", help="generate images from a run")
-    sample.add_argument("--run", required=True, help="run folder or checkpoint file")
+    add_run_options(sample, required=True)
     sample.add_argument("--n", type=positive_int, default=64, help="number of images")
     add_sampler_options(sample, sorted(SAMPLERS))
     sample.add_argument("--eta", type=finite_float, default=None, help="DDIM eta (default: config)")

@@ -127,7 +127,11 @@ def restore(trainer: Trainer, checkpoint: Checkpoint) -> int:
     of step n is a function of (train.seed, n)."""
     trainer.model.load_state_dict(checkpoint.state_dict("model"))
     trainer.ema.load_state_dict(checkpoint.state_dict("ema"))
-    trainer.optimizer.load_state_dict(checkpoint.optimizer_state())
+    if checkpoint.optimizer_groups:
+        trainer.optimizer.load_state_dict(checkpoint.optimizer_state())
+    else:  # weights alone (`ddpm import`): fine-tuning starts the optimizer's moments afresh
+        log.warning("%s holds no optimizer state (an imported network): AdamW starts afresh",
+                    checkpoint.path)  # fmt: skip
     if trainer.importance is not None:  # train.t_sampling=importance: its history
         trainer.importance.load_state(checkpoint.state_dict("importance"))
     log.info("resumed at step %d from %s", checkpoint.step, checkpoint.path)
