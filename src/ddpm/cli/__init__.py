@@ -1,5 +1,6 @@
 """The `ddpm` command line: one module per sub-command (train, sample, interpolate, sweep, eval,
-featnet, presets, bench), the flags several take in `args`. User errors print one line and exit 2.
+report, featnet, presets, bench), the flags several take in `args`. User errors print one line
+and exit 2.
 """
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from ..errors import DDPMError
-from . import bench, featnet, interpolate, presets, sample, sweep, train
+from . import bench, featnet, interpolate, presets, report, sample, sweep, train
 from . import eval as eval_command
 
 MAX_MESSAGE = 1000  # characters of an error line; longer ones are cut (a value shown in full)
 # the order `ddpm --help` lists them in
-COMMANDS = (train, sample, interpolate, sweep, eval_command, featnet, presets, bench)
+COMMANDS = (train, sample, interpolate, sweep, eval_command, report, featnet, presets, bench)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run `ddpm ARGV` -> exit code: 0 done, 2 a user error (one line on stderr), 130 stopped."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for the run's record
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="ddpm: %(message)s"
     )

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import DDPMError
 from ..files import atomic_write
 from .collect import RunData, collect
 from .page import render
@@ -36,17 +37,22 @@ def write_report(
     """Write the run's report to `out` (default RUN/report.html) atomically; returns its path.
     strip=True samples the progressive strip first (4 images, the run's sampler, on `device`)."""
     run_dir = Path(run_dir)
+    problem = ""
     if strip:
         from .strip import make_strip
 
-        make_strip(run_dir, device=device)
+        try:
+            make_strip(run_dir, device=device)
+        except DDPMError as error:  # a damaged newest checkpoint: the page says so
+            log.warning("no progressive strip: %s", error)
+            problem = f"not made: {error}"
     data = collect(run_dir)
     figures = {
         "loss": loss_figure(data.log, data.val),
         "speed": speed_figure(data.log),
         "quality": quality_figure(data.quality),
     }
-    hint = (
+    hint = problem or (
         f"none yet: `ddpm report --run {run_dir}` samples one"
         if data.checkpoints
         else "none yet: the run has no checkpoint to sample from"
