@@ -3,6 +3,7 @@ hostile, and never a traceback; the CLI, and the refresh at each checkpoint whil
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -163,3 +164,19 @@ def test_a_report_that_cannot_be_written_never_stops_training(tmp_path, caplog):
         assert main(["train", "--resume", str(run), "--quiet", "--set", "train.num_steps=8"]) == 0
     assert "could not refresh" in caplog.text and "report.html" in caplog.text
     assert (run / "checkpoints" / "step_00000008.safetensors").is_file()
+
+
+def test_a_checksum_cache_hashes_an_unchanged_checkpoint_once(tmp_path):
+    run = tmp_path / "run"
+    write_config(run)
+    path = write_checkpoint(run / "checkpoints" / "step_00000004.safetensors", 4)
+    cache: dict = {}
+    assert [c.ok for c in collect(run, verified=cache).checkpoints] == [True]
+    ((key, status),) = cache.items()
+    cache[key] = dataclasses.replace(status, problem="from the cache")
+    assert collect(run, verified=cache).checkpoints[0].problem == "from the cache"
+    blob = bytearray(path.read_bytes())
+    blob[-3] ^= 0xFF
+    path.write_bytes(bytes(blob))  # rewritten: a new mtime, verified again
+    assert [c.ok for c in collect(run, verified=cache).checkpoints] == [False]
+    assert collect(run).checkpoints[0].ok is False  # no cache: always verified

@@ -17,7 +17,7 @@ import torch
 
 from ..errors import DDPMError
 from ..files import atomic_write
-from .collect import RunData, collect
+from .collect import RunData, VerifiedCache, collect
 from .page import render
 from .plots import loss_figure, quality_figure, speed_figure
 
@@ -33,9 +33,12 @@ def write_report(
     *,
     strip: bool = False,
     device: torch.device | str = "cpu",
+    verified: VerifiedCache | None = None,
 ) -> Path:
     """Write the run's report to `out` (default RUN/report.html) atomically; returns its path.
-    strip=True samples the progressive strip first (4 images, the run's sampler, on `device`)."""
+    strip=True samples the progressive strip first (4 images, the run's sampler, on `device`).
+    verified: a checksum cache kept across calls (collect.checkpoint_statuses): the training
+    loop's refreshes hash each checkpoint once; without it every checkpoint is verified."""
     run_dir = Path(run_dir)
     problem = ""
     if strip:
@@ -46,7 +49,7 @@ def write_report(
         except DDPMError as error:  # a damaged newest checkpoint: the page says so
             log.warning("no progressive strip: %s", error)
             problem = f"not made: {error}"
-    data = collect(run_dir)
+    data = collect(run_dir, verified=verified)
     figures = {
         "loss": loss_figure(data.log, data.val),
         "speed": speed_figure(data.log),
@@ -62,14 +65,14 @@ def write_report(
     return path
 
 
-def refresh_report(run_dir: Path) -> float | None:
+def refresh_report(run_dir: Path, verified: VerifiedCache | None = None) -> float | None:
     """Rewrite RUN/report.html without sampling; the seconds it took, or None when it failed
     (logged as a warning: a report is never worth stopping a training run for)."""
     import time
 
     started = time.perf_counter()
     try:
-        write_report(run_dir)
+        write_report(run_dir, verified=verified)
     except Exception as error:  # anything at all: training goes on
         log.warning("could not refresh %s: %s", run_dir / REPORT, error)
         return None

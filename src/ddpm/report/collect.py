@@ -182,8 +182,32 @@ def read_config(run_dir: Path, notes: list[str]) -> dict[str, Any] | None:
     return config
 
 
-def collect(run_dir: str | Path) -> RunData:
-    """Read everything the report shows from `run_dir`; never raises for its content."""
+# a checkpoint file as last verified: (path, size, mtime_ns, inode) -> its status
+VerifiedCache = dict[tuple[str, int, int, int], CheckpointStatus]
+
+
+def checkpoint_statuses(paths: list[Path], cache: VerifiedCache | None) -> list[CheckpointStatus]:
+    """inspect_checkpoint for each file; with `cache` (the training loop's, across refreshes), a
+    file unchanged since it was last verified (same size, mtime and inode) is not hashed again."""
+    statuses = []
+    for path in paths:
+        try:
+            stat = path.stat()
+        except OSError:
+            continue  # pruned meanwhile
+        key = (str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        status = cache.get(key) if cache is not None else None
+        if status is None:
+            status = inspect_checkpoint(path)
+            if cache is not None:
+                cache[key] = status
+        statuses.append(status)
+    return statuses
+
+
+def collect(run_dir: str | Path, *, verified: VerifiedCache | None = None) -> RunData:
+    """Read everything the report shows from `run_dir`; never raises for its content.
+    verified: a cache of checkpoint checksums kept across calls (see checkpoint_statuses)."""
     run_dir = Path(run_dir)
     data = RunData(run_dir)
     notes = data.notes
@@ -198,5 +222,5 @@ def collect(run_dir: str | Path) -> RunData:
     data.strip = newest_strip(run_dir)
     folder = run_dir / "checkpoints"
     paths = list_checkpoints(folder) + [folder / n for n in EXTRA_CHECKPOINTS]
-    data.checkpoints = [inspect_checkpoint(p) for p in paths if p.is_file()]
+    data.checkpoints = checkpoint_statuses([p for p in paths if p.is_file()], verified)
     return data

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..config import RunConfig
 from .board import Board
+
+if TYPE_CHECKING:
+    from ..report.collect import VerifiedCache
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +24,8 @@ class SideOutputs:
     run_dir: Path
     report: bool
     board: Board | None
+    # checkpoints verified by earlier refreshes (ddpm.report.collect.VerifiedCache)
+    verified: VerifiedCache = field(default_factory=dict)
 
     @classmethod
     def create(cls, config: RunConfig, run_dir: Path, start: int) -> SideOutputs:
@@ -52,7 +58,7 @@ class SideOutputs:
         if self.report:
             from ..report import refresh_report
 
-            seconds = refresh_report(self.run_dir)
+            seconds = refresh_report(self.run_dir, self.verified)
             if seconds is not None:
                 log.info("step %d: %s refreshed in %.2f s", step, self.run_dir / "report.html",
                          seconds)  # fmt: skip
