@@ -42,7 +42,7 @@ figure{margin:0;text-align:center;flex:0 0 auto} figure img{width:150px;display:
 figcaption{font-size:12px;color:#5b6473}
 table{border-collapse:collapse;font-size:13px;width:100%}
 th,td{border-bottom:1px solid #e6e9ee;padding:3px 8px;text-align:left;vertical-align:top}
-th{background:#f7f8fa;font-weight:600} td.num{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f7f8fa;font-weight:600} th.num,td.num{text-align:right;font-variant-numeric:tabular-nums}
 .ok{color:#1a7f37;font-weight:600} .bad{color:#c62828;font-weight:600}
 code,pre{font:12px/1.4 ui-monospace,Menlo,Consolas,monospace}
 pre{background:#f7f8fa;border:1px solid #e6e9ee;border-radius:6px;padding:8px;overflow-x:auto;
@@ -84,7 +84,10 @@ def figure_img(png: bytes | None, *, alt: str, missing: str) -> str:
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[object]], numeric: set[int]) -> str:
-    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    head = "".join(
+        f'<th class="num">{esc(h)}</th>' if i in numeric else f"<th>{esc(h)}</th>"
+        for i, h in enumerate(header)
+    )
     body = "".join(
         "<tr>"
         + "".join(
@@ -97,8 +100,8 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]], numeric: set[
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _fmt(value: float | None, spec: str = ".4g") -> str:
-    return "none yet" if value is None or not math.isfinite(value) else format(value, spec)
+def _fmt(value: float | None, spec: str = ".4g", missing: str = "none yet") -> str:
+    return missing if value is None or not math.isfinite(value) else format(value, spec)
 
 
 def summary(data: RunData) -> str:
@@ -113,6 +116,11 @@ def summary(data: RunData) -> str:
         ("minutes", _fmt(last.minutes if last else None, ".1f")),
         ("images/s (last)", _fmt(last.images_per_s if last else None, ".0f")),
     ]
+    if data.sessions:  # as the newest session ran
+        newest = data.sessions[-1]
+        machine = newest.get("machine") if isinstance(newest.get("machine"), dict) else {}
+        cards.append(("precision", str(newest.get("precision", "?"))))
+        cards.append(("device", str((machine or {}).get("device", "?"))))
     items = "".join(f'<div class="card"><b>{esc(v)}</b><span>{esc(k)}</span></div>'
                     for k, v in cards)  # fmt: skip
     return f'<div class="cards">{items}</div>'
@@ -193,12 +201,14 @@ def checkpoints_section(checkpoints: Sequence[CheckpointStatus]) -> str:
             )
             cells = [esc(c.path.name), esc("?" if c.step is None else c.step),
                      esc(f"{c.size / 1e6:.1f} MB"), status,
-                     esc(_fmt(c.val_loss)), esc(_fmt(None if c.train_seconds is None else c.train_seconds / 60, ".1f"))]  # fmt: skip
+                     esc(_fmt(c.val_loss, missing="-")),
+                     esc(_fmt(None if c.train_seconds is None else c.train_seconds / 60, ".1f", "-"))]  # fmt: skip
             rows.append("<tr>" + "".join(
                 f'<td class="num">{v}</td>' if i in (1, 2, 4, 5) else f"<td>{v}</td>"
                 for i, v in enumerate(cells)) + "</tr>")  # fmt: skip
-        head = "".join(f"<th>{h}</th>" for h in ("file", "step", "size", "checksum",
-                                                 "validation loss", "training minutes"))  # fmt: skip
+        names = ("file", "step", "size", "checksum", "validation loss", "training minutes")
+        head = "".join(f'<th class="num">{h}</th>' if i in (1, 2, 4, 5) else f"<th>{h}</th>"
+                       for i, h in enumerate(names))  # fmt: skip
         body = f"<table><tr>{head}</tr>{''.join(rows)}</table>"
     return f'<section id="checkpoints"><h2>Checkpoints</h2>{body}</section>'
 

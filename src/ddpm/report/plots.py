@@ -54,7 +54,8 @@ def loss_figure(log: Sequence[LogPoint], val: Sequence[tuple[int, float]]) -> by
         x = [getattr(p, key) for p in log]
         if log:
             ax.plot(x, [p.loss for p in log], lw=0.8, alpha=0.35, color=TRAIN_COLOR)
-            ax.plot(x, smooth, lw=1.6, color=TRAIN_COLOR, label=f"training (mean of {window})")
+            label = f"training (mean of {window} log rows)" if window > 1 else "training"
+            ax.plot(x, smooth, lw=1.6, color=TRAIN_COLOR, label=label)
         if val and (key == "step" or log):
             ax.plot(x_val[key], [v for _, v in val], "o-", ms=4, lw=1.2, color=VAL_COLOR,
                     label="validation (EMA)")  # fmt: skip
