@@ -41,3 +41,25 @@ def train_tiny(out: Path, *pairs: str, dataset: str = "digits") -> Path:
     args = ["train", "--dataset", dataset, "--out", str(out), "--quiet", *sets([*TINY_RUN, *pairs])]
     assert main(args) == 0, f"training {out} failed"
     return out
+
+
+def untrained_featnet(path: Path) -> Path:
+    """A small feature network with seeded random weights, saved as a real featnet file: a
+    feature space for tests that need a quality curve but not a meaningful one (training one
+    takes half a minute)."""
+    import torch
+
+    from ddpm.metrics.featnet import FeatNetInfo, FeatureNet, save_featnet
+
+    torch.manual_seed(0)
+    net = FeatureNet(1, 10, widths=(8, 16)).eval()
+    info = FeatNetInfo(name="digits-random", dataset="digits", image_size=8, channels=1,
+                       num_classes=10, widths=(8, 16), test_accuracy=0.0, epochs=0,
+                       train_images=0)  # fmt: skip
+    return save_featnet(net, info, path)
+
+
+def quality_pairs(featnet: Path) -> list[str]:
+    """--set pairs for a quality point at every 4th step, scored cheaply in `featnet`."""
+    return ["train.eval_every=4", "train.eval_n=32", "train.eval_steps=2",
+            "train.eval_max_fraction=1000", f"train.eval_features={featnet}"]  # fmt: skip

@@ -203,6 +203,41 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         ) from None
 
 
+@dataclass(frozen=True)
+class CheckpointStatus:
+    """What a run report shows of a checkpoint file: its step and whether its checksum holds."""
+
+    path: Path
+    size: int  # bytes
+    ok: bool
+    problem: str = ""  # why it is not ok (truncated, modified, not a ddpm checkpoint)
+    step: int | None = None
+    val_loss: float | None = None
+    train_seconds: float | None = None
+
+
+def inspect_checkpoint(path: str | Path) -> CheckpointStatus:
+    """Verify a checkpoint's checksum and read its header, without building its tensors (cheaper
+    than load_checkpoint: a hash of the file). Never raises for a damaged or unreadable file: the
+    status says what is wrong."""
+    path = Path(path)
+    try:
+        blob = path.read_bytes()
+    except OSError as error:
+        return CheckpointStatus(path, 0, False, f"unreadable ({error.strerror or error})")
+    try:
+        metadata = _read_metadata(blob)
+        _verify(blob, metadata, path)
+        val_loss, seconds = metadata.get("val_loss"), metadata.get("train_seconds")
+        return CheckpointStatus(
+            path, len(blob), True, step=int(metadata["step"]),
+            val_loss=float(val_loss) if val_loss is not None else None,
+            train_seconds=float(seconds) if seconds is not None else None,
+        )  # fmt: skip
+    except Exception as error:  # any damage: the header, the JSON or the digest
+        return CheckpointStatus(path, len(blob), False, str(error) or type(error).__name__)
+
+
 def load_latest(folder: Path) -> Checkpoint:
     """The newest checkpoint in `folder` that loads; a damaged newest one is named in the error,
     together with the previous good one, so nothing is silently skipped."""

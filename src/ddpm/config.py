@@ -247,6 +247,10 @@ class TrainConfig:
     eval_sampler: SamplerName = field(default="dpmpp-2m", metadata=RESUMABLE)
     eval_steps: PositiveInt = field(default=20, metadata=RESUMABLE)
     eval_max_fraction: PositiveFloat = field(default=0.1, metadata=RESUMABLE)
+    # rewrite RUN/report.html (ddpm.report) at each checkpoint: no sampling, a fraction of a second
+    report: bool = field(default=True, metadata=RESUMABLE)
+    # log scalars and sample grids to RUN/tensorboard/ (needs the tensorboard package)
+    tensorboard: bool = field(default=False, metadata=RESUMABLE)
 
     def __post_init__(self) -> None:
         check_fields(self, "train")

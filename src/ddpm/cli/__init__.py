@@ -1,6 +1,6 @@
 """The `ddpm` command line: one module per sub-command (train, sample, interpolate, sweep, eval,
-featnet, presets, bench, export, import: import_run.py), the flags several take in `args`. User
-errors print one line and exit 2.
+report, featnet, presets, bench, export, import: import_run.py), the flags several take in
+`args`. User errors print one line and exit 2.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from ..errors import DDPMError
-from . import bench, export, featnet, import_run, interpolate, presets, sample, sweep, train
+from . import bench, export, featnet, import_run, interpolate, presets, report, sample, sweep, train
 from . import eval as eval_command
 
 MAX_MESSAGE = 1000  # characters of an error line; longer ones are cut (a value shown in full)
 # the order `ddpm --help` lists them in
-COMMANDS = (train, sample, interpolate, sweep, eval_command, featnet, presets, bench, export,
-            import_run)  # fmt: skip
+COMMANDS = (train, sample, interpolate, sweep, eval_command, report, featnet, presets, bench,
+            export, import_run)  # fmt: skip
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run `ddpm ARGV` -> exit code: 0 done, 2 a user error (one line on stderr), 130 stopped."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for the run's record
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="ddpm: %(message)s"
     )

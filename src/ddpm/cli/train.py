@@ -182,6 +182,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         resume=bool(args.resume),
         overwrite=args.overwrite,
         progress=not args.quiet,
+        command=["ddpm", *getattr(args, "argv", [])],  # recorded in RUN/sessions.jsonl
     )
     print(f"trained to step {result.step}, final loss {result.last_loss:.4f}")
     print(f"checkpoint: {result.checkpoint}")

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,12 +30,16 @@ from ..data import ImageData, InMemoryBatches, check_labels, load_dataset
 from ..errors import DDPMError
 from ..generate import generate
 from ..loaded_run import LoadedRun
+from ..machine import machine_info
+from ..precision import resolve_precision
+from ..sessions import record_session
 from ..viz import plot_loss, save_grid
-from . import distributed, quality, run_files
+from . import board, distributed, quality, run_files
 from .budget import TimeBudget, TrainingClock
 from .log_window import LogWindow
 from .quality import BEST_FID, QualityMonitor
 from .run_lock import RunLock
+from .side_outputs import SideOutputs
 from .signals import StopRequest, TrainingStopped
 from .step import Trainer, check_lr_continuity, lr_at, make_trainer
 from .validation import validation_loss
@@ -60,6 +64,7 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    command: Sequence[str] | None = None,
 ) -> TrainResult:
     """Train (or, with resume=True, continue) the run in `run_dir` up to config.train.num_steps.
 
@@ -67,11 +72,14 @@ def train(
     resume=True continues from the newest good checkpoint, or from step 0 when the run was
     stopped before its first one, and a run whose last checkpoint is final only gets its missing
     final sample grid and loss plot. Under torchrun, joins the process group (gloo on CPU, NCCL
-    on GPU) and trains with DDP; train.batch_size is per process. The caller's global RNG state
+    on GPU) and trains with DDP; train.batch_size is per process. `command`: the command line
+    that started this session, recorded in RUN/sessions.jsonl. The caller's global RNG state
     is restored afterwards; inside, it is seeded with train.seed (weight initialisation). SIGINT
     or SIGTERM finishes the step in flight, saves a checkpoint and raises TrainingStopped.
     """
     run_dir, cfg = Path(run_dir), config.train
+    if cfg.tensorboard:
+        board.check_available()  # before anything is written
     ctx = distributed.setup(device if isinstance(device, str) else device.type)
     try:
         with contextlib.ExitStack() as held:
@@ -84,7 +92,9 @@ def train(
                 trainer = make_trainer(config, ctx.device, rank=ctx.rank, world_size=ctx.world_size)
                 checkpoint = run_files.latest_checkpoint(run_dir) if resume else None
                 start = _restore(trainer, checkpoint, config, run_dir)
-                distributed.on_main(ctx, lambda: _open_files(run_dir, config, start))
+                distributed.on_main(
+                    ctx, lambda: _open_files(run_dir, config, start, ctx=ctx, command=command)
+                )
                 spent = (checkpoint.train_seconds or 0.0) if checkpoint is not None else 0.0
                 budget = (
                     TimeBudget.start(cfg.time_budget, spent=spent, step=start)
@@ -152,8 +162,18 @@ def _tick(
         budget.anchor(done, distributed.from_main(ctx, clock()))
 
 
-def _open_files(run_dir: Path, config: RunConfig, start: int) -> None:
+def _open_files(
+    run_dir: Path,
+    config: RunConfig,
+    start: int,
+    *,
+    ctx: distributed.Distributed,
+    command: Sequence[str] | None,
+) -> None:
     run_files.write_config(run_dir, config)
+    precision = resolve_precision(config.train.precision, ctx.device)
+    record_session(run_dir, command=command, start_step=start, machine=machine_info(ctx.device),
+                   precision=precision, world_size=ctx.world_size)  # fmt: skip
     run_files.clean_temporaries(run_dir)
     run_files.open_csv(run_dir / "log.csv", run_files.LOG_FIELDS, start)
     run_files.open_csv(run_dir / "val_loss.csv", run_files.VAL_FIELDS, start)
@@ -250,6 +270,7 @@ def _checkpoint(
     val_data: ImageData | None,
     best: list[float],
     train_seconds: float | None,
+    outputs: SideOutputs | None,
 ) -> Path:
     """Save the step's checkpoint; with validation data, log the EMA's validation loss, record it
     in the checkpoint and also save best.safetensors when it is the lowest so far."""
@@ -257,6 +278,8 @@ def _checkpoint(
     if val_data is not None and ctx.is_main:
         loss = validation_loss(trainer.ema, val_data, config, num_images=config.train.val_images)
         run_files.append_csv(run_dir / "val_loss.csv", [step, f"{loss:.6g}"])
+        if outputs is not None:
+            outputs.validated(step, loss)
         is_best = math.isfinite(loss) and loss < best[0]
         best[0] = min(best[0], loss)
     return run_files.save(
@@ -313,6 +336,7 @@ def _loop(
         lambda: QualityMonitor.create(config, run_dir, start=start, seconds=spent_before,
                                       world_size=ctx.world_size, device=ctx.device),
     )  # fmt: skip
+    outputs = distributed.on_main(ctx, lambda: SideOutputs.create(config, run_dir, start))
     clock = TrainingClock(spent_before)  # after the monitor's reference features: not training
     window = LogWindow(ctx, start, cfg.max_nonfinite_steps)
     best = [run_files.best_val_loss(run_dir, start) if ctx.is_main else math.inf]
@@ -324,7 +348,8 @@ def _loop(
 
     vote = distributed.StopVote(ctx)
     bar = tqdm(total=cfg.num_steps, initial=start, desc="train", disable=not progress, unit="step")
-    with StopRequest() as stop, bar, contextlib.closing(vote):
+    closing = contextlib.closing(outputs) if outputs is not None else contextlib.nullcontext()
+    with StopRequest() as stop, bar, contextlib.closing(vote), closing:
         for step in range(start, cfg.num_steps):
             if vote(stop.requested is not None):  # before a step: none starts after a signal
                 if window.start < step:
@@ -351,18 +376,27 @@ def _loop(
             if at_log or last:
                 last_loss, rate = window.flush(done, cfg, run_dir)
                 bar.set_postfix(loss=f"{last_loss:.4f}", img_s=f"{rate:.0f}")
+                if outputs is not None:
+                    outputs.logged(done, loss=last_loss, images_per_s=rate, lr=window.lr)
             if done % cfg.checkpoint_every == 0 or last:
                 checkpoint = _checkpoint(trainer, config, run_dir, done, ctx=ctx,
-                                         val_data=val_data, best=best, train_seconds=spent(done))  # fmt: skip
+                                         val_data=val_data, best=best, train_seconds=spent(done),
+                                         outputs=outputs)  # fmt: skip
                 saved_at = done
             if ctx.is_main and (done % cfg.sample_every == 0 or last):
                 samples = _sample_grid(trainer, config, run_dir, done, stop=stop)
+                if outputs is not None and samples is not None:
+                    outputs.sampled(done, samples)
             if monitor is not None and (monitor.due(done, trained) or last):
                 evaluating = time.perf_counter()
                 _measure_quality(
                     monitor, trainer, config, run_dir, done, seconds=trained, stop=stop
                 )
+                if outputs is not None and monitor.last_scores:
+                    outputs.scored(done, monitor.last_scores)
                 clock.exclude(time.perf_counter() - evaluating)  # not training time
+            if outputs is not None and saved_at == done:
+                outputs.checkpointed(done)  # after the step's grid and quality point
             if out_of_time:
                 log.warning("train.time_budget=%s spent at step %d", cfg.time_budget, done)
                 break

@@ -16,7 +16,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -104,6 +104,7 @@ class QualityMonitor:
     last_seconds: float
     eval_seconds: float = 0.0
     best_fid: float = math.inf
+    last_scores: dict[str, float] = field(default_factory=dict)  # the last row's numbers
 
     @classmethod
     def create(
@@ -153,6 +154,7 @@ class QualityMonitor:
         """Score the EMA at `step` (training seconds `seconds`); the FID, or None if skipped.
         `callback` is the sampler's per-step callback (it may raise to abandon the evaluation)."""
         self.last_step, self.last_seconds = step, seconds
+        self.last_scores = {}  # until this evaluation's row is written
         cap = self.config.train.eval_max_fraction
         if self.eval_seconds > cap * max(seconds, 1e-9):
             log.warning(
@@ -200,6 +202,9 @@ class QualityMonitor:
                f"{values['kid'].spread:.3g}", f"{values['precision'].value:.4f}",
                f"{values['recall'].value:.4f}"]  # fmt: skip
         run_files.append_csv(path, row)
+        self.last_scores = {"fid": fid, "fid_std": fid_std, "kid": values["kid"].value,
+                            "precision": values["precision"].value,
+                            "recall": values["recall"].value}  # fmt: skip
         plot_quality(path, self.run_dir / "quality.png")
 
 

@@ -1,5 +1,6 @@
 """The files of a run folder, written by the main process only: config.json, log.csv,
-val_loss.csv, checkpoints/ (the last K plus best.safetensors), samples/ and loss.png.
+val_loss.csv, checkpoints/ (the last K plus best.safetensors), samples/ and loss.png (and, by
+other modules, sessions.jsonl, report.html, progressive/ and tensorboard/).
 
 Everything but the two CSV logs is replaced atomically (ddpm.files). The logs are appended a row
 at a time; when a run resumes they are read back leniently: rows after the checkpoint are dropped
@@ -49,6 +50,10 @@ RUN_ENTRIES = (
     "checkpoints",
     "samples",
     "eval",
+    "sessions.jsonl",  # ddpm.sessions
+    "report.html",  # ddpm.report
+    "progressive",
+    "tensorboard",
     "*.damaged-*",  # logs set aside as damaged
 )
 
