@@ -55,11 +55,19 @@ def saved_config(run: Path) -> RunConfig:
 
 def test_auto_rule_reproduces_the_measured_presets():
     """The rule is the digits and Fashion-MNIST networks (measured fastest to good images here),
-    scaled: at 8 and 28 pixels it gives exactly their architecture keys."""
+    scaled: at 8 and 28 pixels it gives exactly their architecture keys, but for the Fashion-MNIST
+    preset's linear attention, which diffusers cannot represent."""
     for preset, size in (("digits", 8), ("fashion-mnist", 28)):
-        model = to_dict(load_preset(preset))["model"]
+        model = to_dict(load_preset(preset))["model"] | {"linear_attention": False}
         auto = json.loads(json.dumps(auto_unet_keys(size)))  # tuples as lists, as to_dict
         assert {k: model[k] for k in AUTO_KEYS} == auto, preset
+
+
+@pytest.mark.parametrize("size", [8, 12, 16, 28, 32, 40, 64])
+def test_every_auto_network_exports_to_diffusers(size):
+    from ddpm.interop.diffusers_unet import check_exportable
+
+    check_exportable(from_dict({"model": {"preset": "auto"}, "data": {"image_size": size}}))
 
 
 @pytest.mark.parametrize("short_side", [1, 5, 8, 11, 12, 17, 26, 28, 30, 33, 48, 63, 64, 500])
@@ -198,12 +206,17 @@ def test_data_dir_reaches_every_dataset(isolated, capsys, tmp_path):
 
 @pytest.mark.slow
 def test_sample_takes_the_run_s_sampler_unless_told(isolated, tmp_path, capsys):
-    """A run whose config names ddim at 3 steps samples with it; --steps still wins (eval:
+    """A run whose config names heun at 3 steps samples and sweeps with it; --steps still wins (eval:
     tests/test_eval.py::test_eval_samples_with_the_run_s_sampler_unless_told)."""
     from tiny import train_tiny
 
-    run = train_tiny(tmp_path / "run", "sample.sampler=ddim", "sample.steps=3")
+    run = train_tiny(tmp_path / "run", "sample.sampler=heun", "sample.steps=3")
     assert main(["sample", "--run", str(run), "--n", "2", "--quiet"]) == 0
-    assert "sampler: ddim, 3 steps" in capsys.readouterr().out
+    assert "sampler: heun, 3 steps" in capsys.readouterr().out
     assert main(["sample", "--run", str(run), "--n", "2", "--steps", "4", "--quiet"]) == 0
-    assert "sampler: ddim, 4 steps" in capsys.readouterr().out
+    assert "sampler: heun, 4 steps" in capsys.readouterr().out
+    # sweep: the run's sampler first, then the usual comparison, each once
+    assert main(["sweep", "--run", str(run), "--steps", "2", "--n", "4", "--out", "sw",
+                 "--quiet"]) == 0  # fmt: skip
+    rows = Path("sw/sweep.csv").read_text().splitlines()[1:]
+    assert [row.split(",")[0] for row in rows] == ["heun", "ddim", "dpmpp-2m"]
