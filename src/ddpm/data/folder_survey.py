@@ -45,13 +45,13 @@ class FolderSurvey:
         return 1 if self.grey else 3
 
     def describe(self) -> str:
-        """One line, e.g. '412 images in photos (most common size 640x480, 380 of them; colour)'."""
+        """One line, e.g. '412 images in photos (most common size 640x480: 380 of 412; colour)'."""
         width, height = self.common_size
-        surveyed = f" of {self.num_read} surveyed" if self.num_read < self.num_images else ""
+        surveyed = " surveyed" if self.num_read < self.num_images else ""
         unreadable = f"; {self.num_unreadable} unreadable" if self.num_unreadable else ""
         return (
             f"{self.num_images} images in {printable(self.root)} (most common size "
-            f"{width}x{height}, {self.num_common}{surveyed} of them{unreadable}; "
+            f"{width}x{height}: {self.num_common} of {self.num_read}{surveyed}{unreadable}; "
             f"{'all grey' if self.grey else 'colour'})"
         )
 

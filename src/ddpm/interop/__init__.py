@@ -6,3 +6,8 @@ export.py: `export_diffusers`, `export_weights`; import_diffusers.py: `import_di
 diffusers_names.py: the parameter names; diffusers_unet.py and diffusers_scheduler.py: the
 configs both ways, with what cannot be represented refused by name.
 """
+
+from .export import export_diffusers, export_weights
+from .import_diffusers import import_diffusers
+
+__all__ = ["export_diffusers", "export_weights", "import_diffusers"]
