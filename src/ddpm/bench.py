@@ -160,16 +160,13 @@ def time_training(
 
 
 def estimate_training_rate(
-    config: RunConfig, device: torch.device, *, batch_size: int = 16, steps: int = 3
+    config: RunConfig, device: torch.device, *, batch_size: int, steps: int = 3
 ) -> float:
     """Training images/s of `config` here, from a few real steps on random data (after one
     warm-up step) at a small batch: a first estimate, not a benchmark (`ddpm bench` is one).
     The global RNG is left as it was."""
     with torch.random.fork_rng(devices=[]):
-        rate, _ = time_training(
-            config, device, batch_size=min(batch_size, config.train.batch_size), steps=steps,
-            warmup=1,
-        )  # fmt: skip
+        rate, _ = time_training(config, device, batch_size=batch_size, steps=steps, warmup=1)
     return rate
 
 

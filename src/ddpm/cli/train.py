@@ -109,14 +109,15 @@ def _describe_choice(config: RunConfig, survey: FolderSurvey, device: torch.devi
     if d.labels_from_subfolders:
         lines.append(f"classes: {len(survey.classes)} sub-folders ({', '.join(survey.classes[:10])}"
                      f"{', ...' if len(survey.classes) > 10 else ''})")  # fmt: skip
-    rate = estimate_training_rate(config, device)
+    batch = min(16, config.train.batch_size)
+    rate = estimate_training_rate(config, device, batch_size=batch)
     lines.append(
         f"model ({'model.preset=auto' if m.preset == 'auto' else 'as configured'}): base "
         f"{m.base_channels} channels x {list(m.channel_mult)}, {m.num_res_blocks} {m.block} "
         f"block{'s' if m.num_res_blocks > 1 else ''} per level, attention at {list(m.attention_resolutions)}"
         f"{', linear attention elsewhere' if m.linear_attention else ''}: "
         f"{count_parameters(config) / 1e6:.2f} M parameters; about {rate:.0f} training "
-        f"images/s here (a few steps timed at batch {min(16, config.train.batch_size)})"
+        f"images/s here (a few steps timed at batch {batch})"
     )
     return lines
 
