@@ -64,10 +64,11 @@ def test_auto_rule_reproduces_the_measured_presets():
 
 
 @pytest.mark.parametrize("size", [8, 12, 16, 28, 32, 40, 64])
-def test_every_auto_network_exports_to_diffusers(size):
+def test_every_folder_run_exports_to_diffusers(size):
+    """The folder preset's objective (v-prediction) and every auto network map to diffusers."""
     from ddpm.interop.diffusers_unet import check_exportable
 
-    check_exportable(from_dict({"model": {"preset": "auto"}, "data": {"image_size": size}}))
+    check_exportable(from_dict({"data": {"image_size": size}}, base=load_preset("folder")))
 
 
 @pytest.mark.parametrize("short_side", [1, 5, 8, 11, 12, 17, 26, 28, 30, 33, 48, 63, 64, 500])

@@ -180,3 +180,11 @@ def test_a_checksum_cache_hashes_an_unchanged_checkpoint_once(tmp_path):
     path.write_bytes(bytes(blob))  # rewritten: a new mtime, verified again
     assert [c.ok for c in collect(run, verified=cache).checkpoints] == [False]
     assert collect(run).checkpoints[0].ok is False  # no cache: always verified
+
+
+def test_metrics_csv_numbers_are_shown_to_six_significant_digits():
+    from ddpm.report.page import _short
+
+    assert _short("2.5650952969246745") == "2.5651" and _short("0.000123456789") == "0.000123457"
+    assert _short("1705") == "1705" and _short("folder:test:2968") == "folder:test:2968"
+    assert _short("") == "" and _short("nan") == "nan"

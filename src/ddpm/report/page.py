@@ -83,6 +83,15 @@ def figure_img(png: bytes | None, *, alt: str, missing: str) -> str:
     return f'<img alt="{esc(alt)}" src="{data_uri(png)}">' if png else none_yet(missing)
 
 
+def _short(text: str) -> str:
+    """A number as metrics.csv holds it (full float precision) shown to 6 significant digits."""
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return text if value.is_integer() else f"{value:.6g}"
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence[object]], numeric: set[int]) -> str:
     head = "".join(
         f'<th class="num">{esc(h)}</th>' if i in numeric else f"<th>{esc(h)}</th>"
@@ -181,7 +190,7 @@ def quality_section(data: RunData, figure: bytes | None) -> str:
             none_yet("none yet: set train.eval_every (e.g. 500 or 10m) for a quality curve")
         )
     if data.metrics:
-        rows = [[r.get(c, "") for c in METRIC_COLUMNS] for r in data.metrics]
+        rows = [[_short(r.get(c, "")) for c in METRIC_COLUMNS] for r in data.metrics]
         parts.append("<h3>ddpm eval (eval/metrics.csv)</h3>")
         parts.append(table(METRIC_COLUMNS, rows, {1, 2, 5, 6, 7, 9}))
     parts.append("</section>")
