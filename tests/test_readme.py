@@ -70,8 +70,8 @@ def test_the_python_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {}
     exec(compile(code.group(1), "README.md", "exec"), namespace)  # noqa: S102 (our own README)
-    images, fast = namespace["images"], namespace["fast"]
-    assert images.shape == fast.shape == (16, 1, 8, 8)
+    images, other = namespace["images"], namespace["other"]
+    assert images.shape == other.shape == (16, 1, 8, 8)
     assert (tmp_path / "runs/api/grid.png").stat().st_size > 0
 
 
