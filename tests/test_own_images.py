@@ -221,3 +221,15 @@ def test_sample_takes_the_run_s_sampler_unless_told(isolated, tmp_path, capsys):
                  "--quiet"]) == 0  # fmt: skip
     rows = Path("sw/sweep.csv").read_text().splitlines()[1:]
     assert [row.split(",")[0] for row in rows] == ["heun", "ddim", "dpmpp-2m"]
+
+
+def test_eval_and_featnet_read_a_folder_s_size_as_train_does(photos):
+    """`--dataset folder --data-dir DIR` for eval's reference and featnet: the survey's size and
+    channels unless given (it used to demand --image-size)."""
+    from ddpm.cli.args import data_config
+
+    data = data_config("folder", str(photos), None, None)
+    assert (data.dataset, data.image_size, data.channels) == ("folder", 16, 3)
+    assert data_config("folder", str(photos), 8, 1).image_size == 8
+    with pytest.raises(DDPMError, match="needs --data-dir"):
+        data_config("folder", None, 16, 3)

@@ -108,12 +108,20 @@ def data_config(
     dataset: str, data_dir: str | None, image_size: int | None, channels: int | None
 ) -> DataConfig:
     """--dataset's preset data section (its native size) with --data-dir, --image-size and
-    --channels over it (`ddpm eval --samples`, `ddpm featnet train`)."""
+    --channels over it (`ddpm eval --samples`, `ddpm featnet train`); a folder's size and
+    channels, unless given, as `ddpm train --data-dir` picks them (data.folder_survey)."""
     if dataset not in DATASETS:
         raise DDPMError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(DATASETS))}")
     base = load_preset(dataset).data if dataset in preset_names() else DataConfig(dataset=dataset)
-    if dataset == "folder" and (image_size is None or data_dir is None):
-        raise DDPMError("--dataset folder needs --data-dir DIR and --image-size N")
+    if dataset == "folder":
+        if data_dir is None:
+            raise DDPMError("--dataset folder needs --data-dir DIR")
+        if image_size is None or channels is None:
+            from ..data.folder_survey import survey_folder
+
+            survey = survey_folder(data_dir)
+            image_size = survey.image_size if image_size is None else image_size
+            channels = survey.channels if channels is None else channels
     return dataclasses.replace(
         base,
         data_dir=base.data_dir if data_dir is None else data_dir,
