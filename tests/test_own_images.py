@@ -233,3 +233,16 @@ def test_eval_and_featnet_read_a_folder_s_size_as_train_does(photos):
     assert data_config("folder", str(photos), 8, 1).image_size == 8
     with pytest.raises(DDPMError, match="needs --data-dir"):
         data_config("folder", None, 16, 3)
+
+
+def test_a_class_conditional_folder_run_saved_before_the_key_keeps_its_labels():
+    """Runs saved before data.labels_from_subfolders took labels from sub-folders always: their
+    config (without the key) still means labels, so they resume and score as they trained."""
+    old = to_dict(from_dict({"data": {"dataset": "folder"}, "model": {"num_classes": 3}}))
+    del old["data"]["labels_from_subfolders"]
+    assert from_dict(old).data.labels_from_subfolders
+    old["data"]["labels_from_subfolders"] = False  # said explicitly: kept
+    assert not from_dict(old).data.labels_from_subfolders
+    unconditional = to_dict(from_dict({"data": {"dataset": "folder"}}))
+    del unconditional["data"]["labels_from_subfolders"]
+    assert not from_dict(unconditional).data.labels_from_subfolders

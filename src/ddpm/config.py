@@ -350,6 +350,7 @@ def from_dict(data: dict[str, Any], base: RunConfig | None = None) -> RunConfig:
     unknown = sorted(map(str, set(data) - set(SECTIONS)))
     if unknown:
         raise DDPMError(f"unknown config section(s) {_few(unknown)}; known: {sorted(SECTIONS)}")
+    data = _labels_of_earlier_folder_runs(data)
     sections = {}
     for name in SECTIONS:
         values = data.get(name) or {}
@@ -365,6 +366,23 @@ def from_dict(data: dict[str, Any], base: RunConfig | None = None) -> RunConfig:
         chosen = {**auto, **{k: v for k, v in model_values.items() if k in AUTO_KEYS}}
         sections["model"] = _replace_checked(sections["model"], chosen, prefix="model")
     return RunConfig(**sections)
+
+
+def _labels_of_earlier_folder_runs(data: dict[str, Any]) -> dict[str, Any]:
+    """A config that names the folder dataset and a class-conditional model but not
+    data.labels_from_subfolders (one saved before that key existed, when a folder's sub-folders
+    were always its classes) keeps its labels, so such a run resumes and scores as it trained."""
+    section, model = data.get("data"), data.get("model")
+    if not (isinstance(section, dict) and isinstance(model, dict)):
+        return data
+    conditional = isinstance(model.get("num_classes"), int) and model["num_classes"] > 0
+    if (
+        section.get("dataset") == "folder"
+        and conditional
+        and "labels_from_subfolders" not in section
+    ):
+        return {**data, "data": {**section, "labels_from_subfolders": True}}
+    return data
 
 
 def _few(names: list[str], limit: int = 5) -> str:
