@@ -246,3 +246,17 @@ def test_a_class_conditional_folder_run_saved_before_the_key_keeps_its_labels():
     unconditional = to_dict(from_dict({"data": {"dataset": "folder"}}))
     del unconditional["data"]["labels_from_subfolders"]
     assert not from_dict(unconditional).data.labels_from_subfolders
+
+
+@pytest.mark.slow
+def test_quiet_training_shows_no_decoding_bar(isolated, tmp_path, capfd):
+    """--quiet: no bar at all, the decoding of a large folder (2,000 files and more) included."""
+    root = tmp_path / "many"
+    root.mkdir()
+    pixels = np.zeros((8, 8), dtype=np.uint8)
+    for i in range(2300):  # about 2,185 in the training split
+        Image.fromarray(pixels + i % 200).save(root / f"{i}.png")
+    tiny = ["train.num_steps=1", "train.batch_size=2", "train.checkpoint_every=1",
+            "train.sample_every=100000", "train.val_images=0", "train.warmup_steps=1"]  # fmt: skip
+    assert main(["train", "--data-dir", str(root), "--out", "r", "--quiet", *sets(tiny)]) == 0
+    assert "decoding images" not in capfd.readouterr().err

@@ -50,7 +50,9 @@ def read_partition(root: Path) -> dict[str, str] | None:
     return None
 
 
-def load_celeba64(data_dir: str | None, split: Split, *, image_size: int = 64) -> ImageData:
+def load_celeba64(
+    data_dir: str | None, split: Split, *, image_size: int = 64, progress: bool = True
+) -> ImageData:
     root = locate(data_dir)
     folder = root / "img_align_celeba"
     paths = list_images(folder)
@@ -66,5 +68,6 @@ def load_celeba64(data_dir: str | None, split: Split, *, image_size: int = 64) -
     images, kept = decode_images(paths, preprocess=crop_and_resize(image_size, crop=CROP),
                                  channels=3, size=image_size,
                                  recipe={"dataset": "celeba", "crop": CROP},
-                                 where=f"{printable(folder)} ({split})")  # fmt: skip
+                                 where=f"{printable(folder)} ({split})",
+                                 progress=progress)  # fmt: skip
     return ImageData(images=torch.from_numpy(images), labels=None, num_classes=0, name="celeba64")

@@ -20,47 +20,49 @@ if TYPE_CHECKING:
     from ..config import DataConfig
 
 
-def _digits(config: DataConfig, split: Split) -> ImageData:
+# each loader: (config, split, progress) -> the split; progress: a bar while images are decoded
+def _digits(config: DataConfig, split: Split, progress: bool) -> ImageData:
     return load_digits(split)
 
 
-def _mnist(config: DataConfig, split: Split) -> ImageData:
+def _mnist(config: DataConfig, split: Split, progress: bool) -> ImageData:
     return load_mnist_like("mnist", split, config.data_dir, config.download)
 
 
-def _fashion_mnist(config: DataConfig, split: Split) -> ImageData:
+def _fashion_mnist(config: DataConfig, split: Split, progress: bool) -> ImageData:
     return load_mnist_like("fashion-mnist", split, config.data_dir, config.download)
 
 
-def _cifar10(config: DataConfig, split: Split) -> ImageData:
+def _cifar10(config: DataConfig, split: Split, progress: bool) -> ImageData:
     return load_cifar10(split, config.data_dir)
 
 
-def _celeba64(config: DataConfig, split: Split) -> ImageData:
-    return load_celeba64(config.data_dir, split, image_size=config.image_size)
+def _celeba64(config: DataConfig, split: Split, progress: bool) -> ImageData:
+    return load_celeba64(config.data_dir, split, image_size=config.image_size, progress=progress)
 
 
-def _folder(config: DataConfig, split: Split) -> ImageData:
+def _folder(config: DataConfig, split: Split, progress: bool) -> ImageData:
     return load_folder(
         config.data_dir, split, image_size=config.image_size, channels=config.channels,
-        labels_from_subfolders=config.labels_from_subfolders,
+        labels_from_subfolders=config.labels_from_subfolders, progress=progress,
     )  # fmt: skip
 
 
-DATASETS: dict[str, Callable[[DataConfig, Split], ImageData]] = {
+DATASETS: dict[str, Callable[[DataConfig, Split, bool], ImageData]] = {
     "digits": _digits, "mnist": _mnist, "fashion-mnist": _fashion_mnist, "cifar10": _cifar10,
     "celeba64": _celeba64, "folder": _folder,
 }  # fmt: skip
 
 
 def load_dataset(
-    config: DataConfig, split: Split = "train", *, limit: int | None = None
+    config: DataConfig, split: Split = "train", *, limit: int | None = None, progress: bool = True
 ) -> ImageData:
     """Load a split of config.dataset and fit it to config.image_size and config.channels;
-    limit: keep only its first `limit` images (an evaluation's reference set)."""
+    limit: keep only its first `limit` images (an evaluation's reference set); progress: a bar
+    while a large folder is decoded the first time."""
     if config.dataset not in DATASETS:
         raise DDPMError(f"unknown dataset {config.dataset!r}; known: {', '.join(sorted(DATASETS))}")
-    data = DATASETS[config.dataset](config, split)
+    data = DATASETS[config.dataset](config, split, progress)
     if limit is not None and limit < len(data):
         labels = None if data.labels is None else data.labels[:limit]
         data = ImageData(data.images[:limit], labels, data.num_classes, data.name)

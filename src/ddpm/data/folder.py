@@ -72,6 +72,7 @@ def load_folder(
     image_size: int,
     channels: int,
     labels_from_subfolders: bool = False,
+    progress: bool = True,
 ) -> ImageData:
     """A split of the images below `root`: uint8 [N, channels, image_size, image_size], with
     labels [N] (int64) when labels_from_subfolders."""
@@ -85,7 +86,8 @@ def load_folder(
     paths = split_files(root_path, all_paths, split)
     images, kept = decode_images(paths, preprocess=crop_and_resize(image_size), channels=channels,
                                  size=image_size, recipe={"dataset": "folder"},
-                                 where=f"{printable(root_path)} ({split})")  # fmt: skip
+                                 where=f"{printable(root_path)} ({split})",
+                                 progress=progress)  # fmt: skip
     labels = None
     if classes:
         index = {name: i for i, name in enumerate(classes)}

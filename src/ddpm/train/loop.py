@@ -84,9 +84,10 @@ def train(
     try:
         with contextlib.ExitStack() as held:
             distributed.on_main(ctx, lambda: _claim(held, run_dir, resume, overwrite))
-            data = load_dataset(config.data, "train")
+            bar = progress and ctx.is_main  # decoding a large folder the first time
+            data = load_dataset(config.data, "train", progress=bar)
             check_labels(data, config.model.num_classes)
-            val_data = load_dataset(config.data, "test") if cfg.val_images else None
+            val_data = load_dataset(config.data, "test", progress=bar) if cfg.val_images else None
             with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
                 torch.manual_seed(cfg.seed)
                 trainer = make_trainer(config, ctx.device, rank=ctx.rank, world_size=ctx.world_size)
