@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -87,6 +88,16 @@ def save_progressive(recorder: TrajectoryRecorder, final: torch.Tensor, path: st
     return save_grid(images, path, nrow=len(recorder.x_t) + 1)
 
 
+def moving_average(values: Sequence[float], window: int) -> np.ndarray:
+    """Trailing mean over up to `window` values (shorter at the start): float64 [len(values)]."""
+    x = np.asarray(values, dtype=np.float64)
+    sums = np.cumsum(np.insert(x, 0, 0.0))
+    index = np.arange(1, len(x) + 1)
+    start = np.maximum(0, index - window)
+    result: np.ndarray = (sums[index] - sums[start]) / (index - start)
+    return result
+
+
 def _save_figure(fig: Figure, path: str | Path) -> Path:
     """Write a matplotlib figure atomically (format from the suffix, PNG without one) and close it."""
     import matplotlib.pyplot as plt
@@ -115,10 +126,7 @@ def plot_loss(log_csv: str | Path, path: str | Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
     ax.plot(steps, losses, lw=0.8, alpha=0.5, label="loss (per log interval)")
     window = max(1, len(losses) // 20)
-    smooth = [
-        sum(losses[max(0, i - window + 1) : i + 1]) / len(losses[max(0, i - window + 1) : i + 1])
-        for i in range(len(losses))
-    ]
+    smooth = moving_average(losses, window)
     ax.plot(steps, smooth, lw=1.5, label=f"moving average ({window})")
     ax.set(xlabel="step", ylabel="training loss", yscale="log", title="Training loss")
     ax.legend()

@@ -167,9 +167,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         (config, survey), run_dir = _resolve_train_config(args), Path(args.out)
     device = resolve_device(args.device)
     estimate, memory = check_training_fits(config, device)  # before anything is allocated
-    if not args.resume and survey is not None:
-        print("\n".join(_describe_choice(config, survey, device)), flush=True)
     check_output_folder(run_dir, "run folder")
+    if not args.resume and survey is not None:  # after the cheap checks: it times a few steps
+        print("\n".join(_describe_choice(config, survey, device)), flush=True)
     if args.deterministic:
         use_deterministic_algorithms()
     if args.dry_run:

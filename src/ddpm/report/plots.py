@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from ..viz import moving_average
 from .collect import LogPoint
 
 DPI = 100
@@ -20,15 +21,6 @@ def _png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI)
     return buffer.getvalue()
-
-
-def moving_average(values: Sequence[float], window: int) -> np.ndarray:
-    """Trailing mean over up to `window` values (shorter at the start): float64 [len(values)]."""
-    x = np.asarray(values, dtype=np.float64)
-    sums = np.cumsum(np.insert(x, 0, 0.0))
-    index = np.arange(1, len(x) + 1)
-    start = np.maximum(0, index - window)
-    return (sums[index] - sums[start]) / (index - start)
 
 
 def val_minutes(log: Sequence[LogPoint], val: Sequence[tuple[int, float]]) -> list[float]:
