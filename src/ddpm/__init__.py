@@ -13,6 +13,7 @@ from .config import (
 )
 from .denoiser import make_denoiser, make_variance_denoiser
 from .devices import resolve_device
+from .editing import edit, inpaint
 from .errors import DDPMError
 from .generate import generate, sample_config
 from .initial_noise import initial_noise
@@ -56,10 +57,12 @@ __all__ = [
     "build_model",
     "build_schedule",
     "build_unet",
+    "edit",
     "from_dict",
     "from_uint8",
     "generate",
     "initial_noise",
+    "inpaint",
     "interpolation_noise",
     "karras_timesteps",
     "load_preset",

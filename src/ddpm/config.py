@@ -282,6 +282,9 @@ class SampleConfig:
     # torch.compile the network for sampling: about a minute to compile, then faster steps; pays
     # for long sampling jobs (eval, DDPM-1000, large n); see the README, Performance
     compile: bool = field(default=False, metadata=RESUMABLE)
+    # classifier-free guidance scale when a class is asked for (ddpm sample --class N): the
+    # output is null + guidance (cond - null); 1 is plain conditional sampling
+    guidance: NonNegativeFloat = field(default=1.0, metadata=RESUMABLE)
 
     def __post_init__(self) -> None:
         check_fields(self, "sample")
@@ -411,11 +414,14 @@ def preset_names() -> list[str]:
 
 
 def load_preset(name: str) -> RunConfig:
-    """The shipped preset `name` (src/ddpm/presets/NAME.yaml) over the defaults."""
+    """The shipped preset `name` (src/ddpm/presets/NAME.yaml) over the defaults, or over the
+    preset its `extends: OTHER` line names (the class-conditional presets extend their dataset's)."""
     if name not in preset_names():
         raise DDPMError(f"unknown preset {name!r}; known: {', '.join(preset_names())}")
     text = (resources.files("ddpm") / "presets" / f"{name}.yaml").read_text()
-    return from_dict(parse_yaml(text, source=f"preset {name}") or {})
+    layer = dict(parse_yaml(text, source=f"preset {name}") or {})
+    parent = layer.pop("extends", None)
+    return from_dict(layer, base=None if parent is None else load_preset(parent))
 
 
 def diff_keys(old: RunConfig, new: RunConfig) -> list[str]:

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from .config import SampleConfig, to_dict
-from .generate import check_class_labels, class_labels, generate
+from .generate import ClassChoice, check_class_labels, class_labels, generate
 from .loaded_run import LoadedRun
 from .metrics.sample_files import load_samples, save_npz
 from .pixels import to_uint8
@@ -37,7 +37,8 @@ class SampleRequest:
     sample: SampleConfig
     n: int = 10_000
     seed: int = 0
-    class_label: int | None = None  # every image of this class (a class-conditional model)
+    # every image of this class, or "all": image i of class i % num_classes (class-balanced)
+    class_label: ClassChoice = None
     guidance: float = 1.0
 
 
@@ -55,7 +56,7 @@ class GenerationKey:
     spacing: str
     eta: float | None  # DDIM's eta; None for the other samplers
     guidance: float
-    class_label: int | None
+    class_label: ClassChoice
     precision: str  # "fp32", "bf16" or "fp16"
     compile: bool
     device: str  # the device type: "cpu", "cuda", "mps"
@@ -98,7 +99,7 @@ def generation_key(run: LoadedRun, request: SampleRequest) -> GenerationKey:
     precision to the one the device uses). Raises DDPMError for a class or guidance the model
     cannot take, as generate would, so a bad request fails before any work."""
     sample = request.sample
-    labels = None if request.class_label is None else torch.tensor([request.class_label])
+    labels = class_labels(request.class_label, 1, run.net.config.num_classes)
     check_class_labels(run.net, labels, request.guidance)
     device = next(run.net.parameters()).device
     return GenerationKey(
@@ -134,7 +135,8 @@ def generated_samples(
     started = time.perf_counter()
     images = generate(
         run, request.sample, n=request.n, seed=request.seed,
-        labels=class_labels(request.class_label, request.n), guidance=request.guidance,
+        labels=class_labels(request.class_label, request.n, run.net.config.num_classes),
+        guidance=request.guidance,
         progress=not quiet,
     )  # fmt: skip
     images = to_uint8(images)

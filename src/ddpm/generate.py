@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Literal, NoReturn
 
 import torch
 from tqdm.auto import tqdm
 
 from .compiling import CompiledNetwork
+from .conditioning import Conditioning, Inpainting
 from .config import Precision, RunConfig, SampleConfig, SamplerName
 from .errors import DDPMError
 from .initial_noise import initial_noise
@@ -54,18 +55,38 @@ def sample_config(
     )
 
 
-def sampler_options(sample: SampleConfig, config: RunConfig) -> dict[str, object]:
+def sampler_options(
+    sample: SampleConfig, config: RunConfig, conditioning: Conditioning | None = None
+) -> dict[str, object]:
     """The keyword options the sampler takes: DDIM's eta, DDPM's variance (config.diffusion's:
     beta~, beta or learned_range; the other samplers use only x0_hat and ignore a learned
-    variance)."""
+    variance) and, for inpainting with resampling, RePaint's resample and jump (ddpm only)."""
+    repaint = repaint_options(conditioning)
+    if repaint and sample.sampler != "ddpm":
+        raise DDPMError(f"resampling (RePaint) needs the ddpm sampler, not {sample.sampler}")
     if sample.sampler == "ddim":
         return {"eta": sample.eta}
-    return {"variance": config.diffusion.variance} if sample.sampler == "ddpm" else {}
+    return {"variance": config.diffusion.variance, **repaint} if sample.sampler == "ddpm" else {}
 
 
-def class_labels(class_label: int | None, n: int) -> torch.Tensor | None:
-    """LongTensor [n] of one class, or None (unconditional); generate() checks it fits the model."""
-    return None if class_label is None else torch.full((n,), class_label, dtype=torch.long)
+def repaint_options(conditioning: Conditioning | None) -> dict[str, int]:
+    """{"resample": R, "jump": J} for inpainting with resampling (R > 1), else {}."""
+    if isinstance(conditioning, Inpainting) and conditioning.resample > 1:
+        return {"resample": conditioning.resample, "jump": conditioning.jump}
+    return {}
+
+
+def class_labels(class_label: ClassChoice, n: int, num_classes: int = 0) -> torch.Tensor | None:
+    """LongTensor [n] of one class, of image i's class i % num_classes for "all" (a grid with
+    num_classes columns shows one class per column), or None (unconditional); generate() checks
+    the labels fit the model."""
+    if class_label is None:
+        return None
+    if class_label == "all":
+        if num_classes < 1:
+            raise DDPMError("labels need a class-conditional model; this run has model.num_classes=0")
+        return torch.arange(n, dtype=torch.long) % num_classes
+    return torch.full((n,), class_label, dtype=torch.long)
 
 
 def check_class_labels(net: UNet, labels: torch.Tensor | None, guidance: float) -> None:
@@ -123,6 +144,7 @@ def generate(
     noise: torch.Tensor | None = None,
     callback: Callable[[StepInfo], None] | None = None,
     progress: bool = True,
+    conditioning: Conditioning | None = None,
 ) -> torch.Tensor:
     """Sample n images from the run's network -> float32 [n, C, H, W] in [-1, 1] on the CPU.
 
@@ -134,7 +156,9 @@ def generate(
     stochastic sampler adds come from generators keyed by (seed, i). `noise` [n, C, H, W]
     replaces the seeded starting noise (interpolation). labels: LongTensor [n] for a
     class-conditional model, with classifier-free `guidance` (see `make_denoiser`). callback
-    receives each step's StepInfo; progress: a bar counting network evaluations.
+    receives each step's StepInfo; progress: a bar counting network evaluations. conditioning:
+    inpainting or editing its n = conditioning.num_images rows (ddpm.conditioning), with the same
+    seeds (the hook's own noise for image i from the generator keyed (seed, i, 2)).
     """
     net, schedule, config = run.net, run.schedule, run.config
     sample = sample_config(config) if sample is None else sample
@@ -145,14 +169,19 @@ def generate(
         raise DDPMError(f"n must be >= 1, got {n}")
     if noise is not None and noise.shape[0] != n:
         raise ValueError(f"noise has {noise.shape[0]} rows for n={n}")
+    if conditioning is not None and conditioning.num_images != n:
+        raise ValueError(f"conditioning has {conditioning.num_images} rows for n={n}")
     check_class_labels(net, labels, guidance)
-    timesteps = sampling_timesteps(schedule, steps, sample.spacing)
-    options = sampler_options(sample, config)
+    if conditioning is None:
+        timesteps = sampling_timesteps(schedule, steps, sample.spacing)
+    else:
+        timesteps = conditioning.timesteps(schedule, steps, sample.spacing)
+    options = sampler_options(sample, config, conditioning)
     device = next(net.parameters()).device
     shape = (config.data.channels, config.data.image_size, config.data.image_size)
     num_batches = -(-n // batch_size)
     bar = tqdm(
-        total=num_batches * num_function_evals(sampler, steps),
+        total=num_batches * num_function_evals(sampler, len(timesteps), **repaint_options(conditioning)),
         desc=f"{sampler}-{steps}",
         unit="NFE",
         disable=not progress,
@@ -171,9 +200,17 @@ def generate(
         else:
             x_T = noise[start : start + count].to(device)
         generators = [seeded_generator(seed, start + i, 1, device=device) for i in range(count)]
+        rows, condition = slice(start, start + count), None
+        if conditioning is not None:
+            x_T = conditioning.start(x_T, rows, schedule, timesteps[0])
+            hook_generators = [seeded_generator(seed, start + i, 2, device=device) for i in range(count)]
+            condition = conditioning.hook(rows, schedule, hook_generators)
         x0 = SAMPLERS[sampler](
-            denoiser, x_T, schedule, timesteps, generator=generators, callback=callback, **options
-        )
+            denoiser, x_T, schedule, timesteps, generator=generators, callback=callback,
+            condition=condition, **options,
+        )  # fmt: skip
+        if conditioning is not None:
+            x0 = conditioning.finish(x0, rows)
         out.append(x0.clamp(-1, 1).cpu())
     bar.close()
     return torch.cat(out)

@@ -43,12 +43,16 @@ def save_image(grid: torch.Tensor, path: str | Path) -> Path:
     return path
 
 
-def save_images(images: torch.Tensor, folder: str | Path) -> list[Path]:
-    """Save images [N, C, H, W] in [-1, 1] as one PNG each, at their own size, named by index:
-    folder/000000.png, 000001.png, ... (each atomically; the folder is made if absent)."""
+def save_images(
+    images: torch.Tensor, folder: str | Path, *, names: list[str] | None = None
+) -> list[Path]:
+    """Save images [N, C, H, W] in [-1, 1] as one PNG each, at their own size, named by index
+    (folder/000000.png, 000001.png, ...) or by `names` (N stems), each atomically; the folder is
+    made if absent."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    return [save_image(image, folder / f"{i:06d}.png") for i, image in enumerate(images)]
+    stems = names or [f"{i:06d}" for i in range(images.shape[0])]
+    return [save_image(image, folder / f"{stem}.png") for image, stem in zip(images, stems)]
 
 
 def save_grid(images: torch.Tensor, path: str | Path, *, nrow: int | None = None) -> Path:

@@ -1,5 +1,6 @@
 """The `ddpm` command line: one module per sub-command (train, sample, interpolate, sweep, eval,
-report, featnet, presets, bench, export, import: import_run.py), the flags several take in
+report, featnet, presets, bench, export, import: import_run.py; inpaint and edit:
+edit_images.py), the flags several take in
 `args`. User errors print one line and exit 2.
 """
 
@@ -12,13 +13,25 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from ..errors import DDPMError
-from . import bench, export, featnet, import_run, interpolate, presets, report, sample, sweep, train
+from . import (
+    bench,
+    edit_images,
+    export,
+    featnet,
+    import_run,
+    interpolate,
+    presets,
+    report,
+    sample,
+    sweep,
+    train,
+)
 from . import eval as eval_command
 
 MAX_MESSAGE = 1000  # characters of an error line; longer ones are cut (a value shown in full)
 # the order `ddpm --help` lists them in
-COMMANDS = (train, sample, interpolate, sweep, eval_command, report, featnet, presets, bench,
-            export, import_run)  # fmt: skip
+COMMANDS = (train, sample, edit_images, interpolate, sweep, eval_command, report, featnet, presets,
+            bench, export, import_run)  # fmt: skip
 
 
 class _Parser(argparse.ArgumentParser):

@@ -9,7 +9,7 @@ import argparse
 import dataclasses
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from ..config import DataConfig, load_preset, preset_names
 from ..data import DATASETS
@@ -45,6 +45,11 @@ def int64(text: str) -> int:
     return _integer(text)
 
 
+def class_choice(text: str) -> int | Literal["all"]:
+    """A class index (the command checks its range) or "all" (every class in turn)."""
+    return "all" if text.strip().lower() == "all" else _integer(text)
+
+
 def seed(text: str) -> int:
     """0 <= seed < 2**63: torch's generators take 64 bits, and a negative seed would give the
     images of its absolute value (ddpm.rng)."""
@@ -76,16 +81,20 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_guidance_options(parser: argparse.ArgumentParser) -> None:
-    """--class and --guidance, as `ddpm sample`, `ddpm interpolate` and `ddpm eval` take them."""
+def add_guidance_options(parser: argparse.ArgumentParser, *, every_class: bool = True) -> None:
+    """--class and --guidance, as `ddpm sample`, `interpolate`, `eval`, `inpaint` and `edit` take
+    them; every_class: --class also takes "all" (image i of class i % num_classes)."""
     parser.add_argument(
-        "--class", dest="class_label", type=int64, default=None, metavar="N",
-        help="class-conditional models: make every image of class N",
+        "--class", dest="class_label", type=class_choice if every_class else int64,
+        default=None, metavar="N|all" if every_class else "N",
+        help="class-conditional models: make every image of class N"
+        + (" (all: image i of class i mod the number of classes)" if every_class else ""),
     )  # fmt: skip
     parser.add_argument(
-        "--guidance", type=finite_float, default=1.0, metavar="W",
+        "--guidance", type=finite_float, default=None, metavar="W",
         help="classifier-free guidance scale (Ho & Salimans 2022): null + W (cond - null); "
-        "1 is plain conditional sampling (default), larger is sharper and less varied",
+        "1 is plain conditional sampling, larger is sharper and less varied (default: the "
+        "run's sample.guidance, 1 unless its config says otherwise)",
     )  # fmt: skip
 
 
@@ -138,6 +147,8 @@ def default_to_run(args: argparse.Namespace, run: LoadedRun) -> None:
         args.sampler = run.config.sample.sampler
     if args.steps is None:
         args.steps = run.config.sample.steps
+    if getattr(args, "guidance", 1.0) is None:  # the run's guidance applies to a --class only
+        args.guidance = run.config.sample.guidance if args.class_label is not None else 1.0
 
 
 def add_sampler_options(parser: argparse.ArgumentParser, choices: Sequence[str]) -> None:
@@ -159,7 +170,7 @@ def check_generation_flags(
     sampler: str,
     steps: int,
     eta: float | None = None,
-    class_label: int | None = None,
+    class_label: int | Literal["all"] | None = None,
     guidance: float = 1.0,
 ) -> None:
     """Refuse, naming the flag, what generate() would refuse for this run: a --class the model
@@ -173,7 +184,7 @@ def check_generation_flags(
             raise DDPMError(
                 "--class needs a class-conditional model; this run has model.num_classes=0"
             )
-        if not 0 <= class_label < num_classes:
+        if class_label != "all" and not 0 <= class_label < num_classes:
             raise DDPMError(f"--class must be in 0..{num_classes - 1} for this model")
         if guidance < 0:
             raise DDPMError(f"--guidance must be >= 0, got {guidance}")

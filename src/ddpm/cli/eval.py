@@ -42,7 +42,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise DDPMError("eval needs --run DIR, or --dataset NAME with --samples FILE|DIR")
     if not args.run and any(m in MODEL_METRICS for m in metrics):
         raise DDPMError("bpd and val-loss score a model: give --run DIR")
-    if args.samples and (args.eta, args.class_label, args.guidance) != (None, None, 1.0):
+    if args.samples and (args.eta, args.class_label, args.guidance) != (None, None, None):
         raise DDPMError("--eta, --class and --guidance make new samples; not with --samples")
     out_dir = _out_dir(args)
     check_output_folder(out_dir, "eval folder (--out)")  # metrics.csv and the sample cache

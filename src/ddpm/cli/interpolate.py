@@ -66,7 +66,7 @@ def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     interp.add_argument("--frames", type=positive_int, default=8, help="images in the strip")
     add_sampler_options(interp, DETERMINISTIC_SAMPLERS)
     interp.add_argument("--spacing", choices=SPACINGS, default=None)
-    add_guidance_options(interp)
+    add_guidance_options(interp, every_class=False)
     add_network_options(interp)
     interp.add_argument("--out", default="interpolation.png", metavar="STRIP.png")
     interp.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")

@@ -24,9 +24,10 @@ from .args import (
 from .run_option import add_run_options
 
 
-def sampler_summary(sample: SampleConfig, *, guided: bool = False) -> str:
-    """One line such as 'sampler: dpmpp-2m, 20 steps (uniform spacing), 20 NFE'."""
-    nfe = num_function_evals(sample.sampler, sample.steps)
+def sampler_summary(sample: SampleConfig, *, guided: bool = False, nfe: int | None = None) -> str:
+    """One line such as 'sampler: dpmpp-2m, 20 steps (uniform spacing), 20 NFE' (nfe: when it is
+    not the sampler's own count for sample.steps)."""
+    nfe = num_function_evals(sample.sampler, sample.steps) if nfe is None else nfe
     pairs = " (each a batched conditional + null pair)" if guided else ""
     return (
         f"sampler: {sample.sampler}, {sample.steps} steps ({sample.spacing} spacing), {nfe} NFE"
@@ -73,12 +74,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.progressive is not None:
         recorder = TrajectoryRecorder(args.steps, num_frames=10, num_images=min(4, args.n))
     images = generate(
-        run, sample, n=args.n, seed=args.seed, labels=class_labels(args.class_label, args.n),
-        guidance=args.guidance, callback=recorder, progress=not args.quiet,
+        run, sample, n=args.n, seed=args.seed, guidance=args.guidance, callback=recorder,
+        labels=class_labels(args.class_label, args.n, run.net.config.num_classes),
+        progress=not args.quiet,
     )  # fmt: skip
+    # --class all: image i is of class i % K, so a grid of K columns has one class per column
+    columns = run.net.config.num_classes if args.class_label == "all" else None
     print(sampler_summary(sample, guided=args.guidance != 1.0))
     if out is not None:
-        print(f"grid: {save_grid(images, out)}")
+        print(f"grid: {save_grid(images, out, nrow=columns)}")
     if args.out_dir:
         written = save_images(images, args.out_dir)
         print(f"images: {len(written)} PNGs in {args.out_dir} ({written[0].name} ...)")

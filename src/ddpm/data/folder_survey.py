@@ -56,7 +56,8 @@ class FolderSurvey:
         )
 
 
-def _is_grey(image: Image.Image) -> bool:
+def is_grey(image: Image.Image) -> bool:
+    """Whether an open image is grey: a grey mode, or a palette of grey levels only."""
     if image.mode == "P":  # a palette of grey levels only
         palette = image.getpalette() or []
         return all(
@@ -79,7 +80,7 @@ def survey_folder(root: str | Path) -> FolderSurvey:
         try:
             with Image.open(path) as image:  # reads the header only
                 sizes[image.size] += 1
-                grey = grey and _is_grey(image)
+                grey = grey and is_grey(image)
         except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
             unreadable += 1
     if not sizes:

@@ -14,6 +14,7 @@ from ..learned_variance import first_posterior_variance, learned_range_log_varia
 from ..schedules import Schedule
 from .common import (
     Callback,
+    Condition,
     Generators,
     StepInfo,
     alpha_bar_pairs,
@@ -21,6 +22,7 @@ from .common import (
     randn_like,
     timestep_batch,
 )
+from .resampling import forward_jump, repaint_walk, walk_evaluations
 
 VarianceType = Literal["beta_tilde", "beta", "learned_range"]
 
@@ -34,6 +36,9 @@ def sample_ancestral(
     variance: VarianceType = "beta_tilde",
     generator: Generators = None,
     callback: Callback | None = None,
+    condition: Condition | None = None,
+    resample: int = 1,
+    jump: int = 1,
 ) -> torch.Tensor:
     """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2), respaced to any descending
     subsequence of timesteps (Nichol & Dhariwal 2021, Sec. 4). From t to the next timestep s:
@@ -44,19 +49,32 @@ def sample_ancestral(
     (Nichol & Dhariwal 2021, Eq. 15, ddpm.learned_variance), for which `denoiser` is a
     VarianceDenoiser `(x_t, t) -> (x0_hat, v)` (ddpm.denoiser.make_variance_denoiser). No noise
     is added on the last step, to x0. x_T [B, C, H, W] -> x0 [B, C, H, W].
+
+    resample > 1 walks RePaint's schedule (ddpm.samplers.resampling.repaint_walk): every `jump`
+    steps it goes back `jump` timesteps through the forward process, resample - 1 times, so a
+    `condition` hook and the generated pixels can agree; callbacks then count evaluations.
     """
     x = initial_state(x_T)
     learned = variance == "learned_range"
     first_variance = (
         float(first_posterior_variance(schedule.alpha_bar.double())) if learned else 0.0
     )
-    for i, (t, ab_t, ab_s) in enumerate(alpha_bar_pairs(schedule, timesteps)):
+    pairs = alpha_bar_pairs(schedule, timesteps)
+    walk = repaint_walk(len(timesteps), jump=jump, resample=resample)
+    num_evals, i = walk_evaluations(walk), 0
+    for here, there in zip(walk, walk[1:]):
+        if there < here:  # RePaint: back up to the noisier state `there`
+            x = forward_jump(x, pairs[here][1], pairs[there][1], generator)
+            continue
+        t, ab_t, ab_s = pairs[here]
+        x = x if condition is None else condition(x, t)
         if learned:
             x0_hat, v = denoiser(x, timestep_batch(x, t))
         else:
             x0_hat = denoiser(x, timestep_batch(x, t))
         if callback is not None:
-            callback(StepInfo(i, len(timesteps), t, x, x0_hat))
+            callback(StepInfo(i, num_evals, t, x, x0_hat))
+        i += 1
         mean, beta_tilde = q_posterior(x0_hat, x, ab_t, ab_s)
         if ab_s == 1.0:
             x = mean

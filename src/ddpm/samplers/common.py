@@ -26,6 +26,9 @@ class StepInfo:
 
 
 Callback = Callable[[StepInfo], None]
+# A conditioning hook `(x_t, t) -> x_t`: rewrites the state before each denoiser evaluation at
+# timestep t (inpainting puts a draw of q(x_t | x_0) in the known pixels: ddpm.conditioning).
+Condition = Callable[[torch.Tensor, int], torch.Tensor]
 
 
 def randn_like(x: torch.Tensor, generator: Generators) -> torch.Tensor:

@@ -11,6 +11,7 @@ from ..diffusion import eps_from_x0
 from ..schedules import Schedule
 from .common import (
     Callback,
+    Condition,
     Generators,
     StepInfo,
     alpha_bar_pairs,
@@ -29,6 +30,7 @@ def sample_ddim(
     eta: float = 0.0,
     generator: Generators = None,
     callback: Callback | None = None,
+    condition: Condition | None = None,
 ) -> torch.Tensor:
     """DDIM (Song et al. 2020, Eq. 12). From t to the next timestep s, with eps_hat the noise
     that x0_hat implies and z ~ N(0, I):
@@ -44,6 +46,7 @@ def sample_ddim(
         raise ValueError(f"eta must be in [0, 1], got {eta}")
     x = initial_state(x_T)
     for i, (t, ab_t, ab_s) in enumerate(alpha_bar_pairs(schedule, timesteps)):
+        x = x if condition is None else condition(x, t)
         x0_hat = denoiser(x, timestep_batch(x, t))
         if callback is not None:
             callback(StepInfo(i, len(timesteps), t, x, x0_hat))

@@ -18,6 +18,7 @@ from ..denoiser import Denoiser
 from ..schedules import Schedule
 from .common import (
     Callback,
+    Condition,
     Generators,
     StepInfo,
     alpha_bar_pairs,
@@ -64,6 +65,7 @@ def sample_dpmpp_2m(
     lower_order_final: bool = True,
     generator: Generators = None,
     callback: Callback | None = None,
+    condition: Condition | None = None,
 ) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2), deterministic. A step from t to s is
         D   = (1 + 1/(2r)) x0_hat_t - 1/(2r) x0_hat_prev
@@ -93,6 +95,7 @@ def sample_dpmpp_2m(
     x = initial_state(x_T)
     previous: tuple[torch.Tensor, float] | None = None  # (x0_hat, h) of the step before
     for i, (t, sigma_t, alpha_s, sigma_s, h) in enumerate(_grid(schedule, timesteps)):
+        x = x if condition is None else condition(x, t)
         x0_hat = denoiser(x, timestep_batch(x, t))
         if callback is not None:
             callback(StepInfo(i, len(timesteps), t, x, x0_hat))
@@ -114,6 +117,7 @@ def sample_dpmpp_2m_sde(
     lower_order_final: bool = True,
     generator: Generators = None,
     callback: Callback | None = None,
+    condition: Condition | None = None,
 ) -> torch.Tensor:
     """SDE-DPM-Solver++(2M) (Lu et al. 2022, Appendix; the "midpoint" form of k-diffusion and
     diffusers), stochastic. With D as in `sample_dpmpp_2m` and z ~ N(0, I), a step is
@@ -125,6 +129,7 @@ def sample_dpmpp_2m_sde(
     x = initial_state(x_T)
     previous: tuple[torch.Tensor, float] | None = None  # (x0_hat, h) of the step before
     for i, (t, sigma_t, alpha_s, sigma_s, h) in enumerate(_grid(schedule, timesteps)):
+        x = x if condition is None else condition(x, t)
         x0_hat = denoiser(x, timestep_batch(x, t))
         if callback is not None:
             callback(StepInfo(i, len(timesteps), t, x, x0_hat))

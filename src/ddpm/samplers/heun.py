@@ -9,7 +9,7 @@ import torch
 
 from ..denoiser import Denoiser
 from ..schedules import Schedule
-from .common import Callback, Generators, StepInfo, initial_state, timestep_batch
+from .common import Callback, Condition, Generators, StepInfo, initial_state, timestep_batch
 
 
 def sample_heun(
@@ -20,6 +20,7 @@ def sample_heun(
     *,
     generator: Generators = None,
     callback: Callback | None = None,
+    condition: Condition | None = None,
 ) -> torch.Tensor:
     """Karras et al. 2022, Algorithm 1 (deterministic, S_churn = 0): Heun's method on the
     probability-flow ODE dx/dsigma = (x - D(x; sigma)) / sigma (Eq. 3 with sigma(t) = t).
@@ -44,6 +45,7 @@ def sample_heun(
 
     x = initial_state(x_T) / scales[0]
     for i, (t, sigma, sigma_next) in enumerate(zip(timesteps, sigmas, sigmas[1:])):
+        x = x if condition is None else condition(x * scales[i], t) / scales[i]
         x0_hat = D(x, i)
         if callback is not None:
             callback(StepInfo(i, len(timesteps), t, x * scales[i], x0_hat))
