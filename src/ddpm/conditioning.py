@@ -19,15 +19,15 @@ n results appears n times); `rows` slices a batch of them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
 from .diffusion import q_sample
 from .errors import DDPMError
-from .samplers import Condition, randn_like
+from .samplers import SAMPLERS, Callback, Condition, Generators, randn_like
 from .schedules import Schedule, Spacing, sampling_timesteps
 
 
@@ -46,7 +46,7 @@ class Conditioning(Protocol):
         ...
 
     def hook(
-        self, rows: slice, schedule: Schedule, generators: Sequence[torch.Generator]
+        self, rows: slice, schedule: Schedule, generators: Generators
     ) -> Condition | None:
         """The samplers' `condition` for these rows (its noise from `generators`), or None."""
         ...
@@ -57,7 +57,7 @@ class Conditioning(Protocol):
 
 
 def replacement_hook(
-    known: torch.Tensor, keep: torch.Tensor, schedule: Schedule, generator: Sequence[torch.Generator]
+    known: torch.Tensor, keep: torch.Tensor, schedule: Schedule, generator: Generators
 ) -> Condition:
     """`(x_t, t) -> x_t` with the kept pixels replaced by a draw of q(x_t | x_0 = known):
     sqrt(ab_t) known + sqrt(1 - ab_t) z, a fresh z per call. known [B, C, H, W]; keep: bool,
@@ -105,7 +105,7 @@ class Inpainting:
         return x_T
 
     def hook(
-        self, rows: slice, schedule: Schedule, generators: Sequence[torch.Generator]
+        self, rows: slice, schedule: Schedule, generators: Generators
     ) -> Condition | None:
         keep = self.keep[rows]
         if not bool(keep.any()):  # nothing known: plain sampling, bit for bit
@@ -158,9 +158,38 @@ class Editing:
         return q_sample(images, x_T, float(schedule.alpha_bar[t]))
 
     def hook(
-        self, rows: slice, schedule: Schedule, generators: Sequence[torch.Generator]
+        self, rows: slice, schedule: Schedule, generators: Generators
     ) -> Condition | None:
         return None
 
     def finish(self, x0: torch.Tensor, rows: slice) -> torch.Tensor:
         return x0
+
+
+def sample_conditioned(
+    sampler: str,
+    denoiser: Callable[..., Any],
+    x_T: torch.Tensor,
+    schedule: Schedule,
+    timesteps: list[int],
+    *,
+    conditioning: Conditioning | None = None,
+    rows: slice = slice(None),
+    generator: Generators = None,
+    hook_generator: Generators = None,
+    callback: Callback | None = None,
+    **options: Any,
+) -> torch.Tensor:
+    """One batch: SAMPLERS[sampler] from the seeded noise x_T [B, C, H, W] over `timesteps`
+    (conditioning.timesteps' for a conditioning), conditioned on rows `rows` of `conditioning`
+    (its start, hook with noise from hook_generator, and finish) -> x0 [B, C, H, W]. generate()
+    runs every batch through this; the closed-form tests run it with an ideal denoiser."""
+    condition = None
+    if conditioning is not None:
+        x_T = conditioning.start(x_T, rows, schedule, timesteps[0])
+        condition = conditioning.hook(rows, schedule, hook_generator)
+    x0 = SAMPLERS[sampler](
+        denoiser, x_T, schedule, timesteps, generator=generator, callback=callback,
+        condition=condition, **options,
+    )  # fmt: skip
+    return x0 if conditioning is None else conditioning.finish(x0, rows)

@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .compiling import CompiledNetwork
-from .conditioning import Conditioning, Inpainting
+from .conditioning import Conditioning, Inpainting, sample_conditioned
 from .config import Precision, RunConfig, SampleConfig, SamplerName
 from .errors import DDPMError
 from .initial_noise import initial_noise
@@ -200,17 +200,14 @@ def generate(
         else:
             x_T = noise[start : start + count].to(device)
         generators = [seeded_generator(seed, start + i, 1, device=device) for i in range(count)]
-        rows, condition = slice(start, start + count), None
-        if conditioning is not None:
-            x_T = conditioning.start(x_T, rows, schedule, timesteps[0])
+        hook_generators = None
+        if conditioning is not None:  # the hook's own noise stream: (seed, i, 2)
             hook_generators = [seeded_generator(seed, start + i, 2, device=device) for i in range(count)]
-            condition = conditioning.hook(rows, schedule, hook_generators)
-        x0 = SAMPLERS[sampler](
-            denoiser, x_T, schedule, timesteps, generator=generators, callback=callback,
-            condition=condition, **options,
+        x0 = sample_conditioned(
+            sampler, denoiser, x_T, schedule, timesteps, conditioning=conditioning,
+            rows=slice(start, start + count), generator=generators,
+            hook_generator=hook_generators, callback=callback, **options,
         )  # fmt: skip
-        if conditioning is not None:
-            x0 = conditioning.finish(x0, rows)
         out.append(x0.clamp(-1, 1).cpu())
     bar.close()
     return torch.cat(out)
