@@ -48,7 +48,9 @@ class Gaussian:
 
         return denoise
 
-    def conditional(self, keep: torch.Tensor, known: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def conditional(
+        self, keep: torch.Tensor, known: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean [D_g] and covariance [D_g, D_g] of the generated coordinates (keep False) given
         the kept ones (keep True, flat bool [D]) equal to `known` [D]: the Schur complement
         S_gg - S_gk S_kk^-1 S_kg, mean mu_g + S_gk S_kk^-1 (known_k - mu_k)."""
@@ -80,4 +82,6 @@ def correlated_gaussian(shape: tuple[int, int, int] = (1, 2, 2)) -> Gaussian:
     idx = torch.arange(D, dtype=torch.float64)
     corr = 0.9 ** (idx[:, None] - idx[None, :]).abs()  # AR(1) correlations
     std = 0.25 + 0.1 * idx / max(D - 1, 1)
-    return Gaussian(mu=0.1 - 0.2 * idx / max(D - 1, 1), cov=std[:, None] * corr * std[None, :], shape=shape)
+    return Gaussian(
+        mu=0.1 - 0.2 * idx / max(D - 1, 1), cov=std[:, None] * corr * std[None, :], shape=shape
+    )

@@ -23,7 +23,9 @@ KEEP = torch.tensor([True, True, False, False])  # the top row is kept, the bott
 KNOWN = torch.tensor([0.6, 0.5, 0.0, 0.0], dtype=torch.float64)  # kept values, off the mean
 
 
-def _inpainted(sampler: str, steps: int, n: int, *, resample: int = 1, jump: int = 10) -> torch.Tensor:
+def _inpainted(
+    sampler: str, steps: int, n: int, *, resample: int = 1, jump: int = 10
+) -> torch.Tensor:
     """n inpaintings of KNOWN -> the whole images [n, 4] (float64)."""
     generator = torch.Generator().manual_seed(0)
     x_T = torch.randn(n, 1, 2, 2, generator=generator, dtype=torch.float64)
@@ -45,7 +47,9 @@ def _distance(samples: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor) -> t
     """(largest |mean error| in standard errors, largest |covariance error| / largest variance)."""
     m, c = moments(samples)
     standard_error = (cov.diagonal() / samples.shape[0]).sqrt()
-    return float(((m - mean).abs() / standard_error).max()), float((c - cov).abs().max() / cov.diagonal().max())
+    return float(((m - mean).abs() / standard_error).max()), float(
+        (c - cov).abs().max() / cov.diagonal().max()
+    )
 
 
 def test_conditional_of_the_test_gaussian_is_far_from_its_marginal():
@@ -70,7 +74,9 @@ def test_repaint_reproduces_the_conditional_gaussian():
     0.138, 0.205) and correlation 0.69 for 0.67, the same with resample 40 or jump 5: a residual
     bias of the method, not sampling error (docs/editing.md)."""
     mean, cov = GAUSSIAN.conditional(KEEP, KNOWN)
-    mean_error, cov_error = _distance(_inpainted("ddpm", 1000, 4000, resample=20)[:, ~KEEP], mean, cov)
+    mean_error, cov_error = _distance(
+        _inpainted("ddpm", 1000, 4000, resample=20)[:, ~KEEP], mean, cov
+    )
     assert mean_error < 4, mean_error
     assert cov_error < 0.10, cov_error
 
@@ -145,7 +151,9 @@ def test_replacement_draws_the_known_pixels_from_q_xt_given_x0():
     n, t = 20000, 300
     ab = float(SCHEDULE.alpha_bar[t])
     known = KNOWN.reshape(1, 1, 2, 2).expand(n, 1, 2, 2)
-    hook = replacement_hook(known, KEEP.reshape(1, 1, 2, 2), SCHEDULE, torch.Generator().manual_seed(3))
+    hook = replacement_hook(
+        known, KEEP.reshape(1, 1, 2, 2), SCHEDULE, torch.Generator().manual_seed(3)
+    )
     x_t = torch.randn(n, 1, 2, 2, dtype=torch.float64)
     first, second = hook(x_t, t).reshape(n, 4), hook(x_t, t).reshape(n, 4)
     assert torch.equal(first[:, ~KEEP], x_t.reshape(n, 4)[:, ~KEEP])

@@ -45,9 +45,7 @@ class Conditioning(Protocol):
         """The sampler's starting state at timestep t from the seeded noise x_T of these rows."""
         ...
 
-    def hook(
-        self, rows: slice, schedule: Schedule, generators: Generators
-    ) -> Condition | None:
+    def hook(self, rows: slice, schedule: Schedule, generators: Generators) -> Condition | None:
         """The samplers' `condition` for these rows (its noise from `generators`), or None."""
         ...
 
@@ -104,9 +102,7 @@ class Inpainting:
     def start(self, x_T: torch.Tensor, rows: slice, schedule: Schedule, t: int) -> torch.Tensor:
         return x_T
 
-    def hook(
-        self, rows: slice, schedule: Schedule, generators: Generators
-    ) -> Condition | None:
+    def hook(self, rows: slice, schedule: Schedule, generators: Generators) -> Condition | None:
         keep = self.keep[rows]
         if not bool(keep.any()):  # nothing known: plain sampling, bit for bit
             return None
@@ -157,9 +153,7 @@ class Editing:
         images = self.images[rows].to(x_T)
         return q_sample(images, x_T, float(schedule.alpha_bar[t]))
 
-    def hook(
-        self, rows: slice, schedule: Schedule, generators: Generators
-    ) -> Condition | None:
+    def hook(self, rows: slice, schedule: Schedule, generators: Generators) -> Condition | None:
         return None
 
     def finish(self, x0: torch.Tensor, rows: slice) -> torch.Tensor:

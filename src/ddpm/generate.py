@@ -25,6 +25,9 @@ from .rng import seeded_generator
 from .samplers import DEFAULT_SPACING, SAMPLERS, StepInfo, num_function_evals
 from .schedules import Schedule, Spacing, sampling_timesteps
 
+# a class choice (--class): one class index, "all" (image i of class i % num_classes) or None
+ClassChoice = int | Literal["all"] | None
+
 
 def sample_config(
     config: RunConfig,
@@ -84,7 +87,9 @@ def class_labels(class_label: ClassChoice, n: int, num_classes: int = 0) -> torc
         return None
     if class_label == "all":
         if num_classes < 1:
-            raise DDPMError("labels need a class-conditional model; this run has model.num_classes=0")
+            raise DDPMError(
+                "labels need a class-conditional model; this run has model.num_classes=0"
+            )
         return torch.arange(n, dtype=torch.long) % num_classes
     return torch.full((n,), class_label, dtype=torch.long)
 
@@ -180,8 +185,9 @@ def generate(
     device = next(net.parameters()).device
     shape = (config.data.channels, config.data.image_size, config.data.image_size)
     num_batches = -(-n // batch_size)
+    evals = num_function_evals(sampler, len(timesteps), **repaint_options(conditioning))
     bar = tqdm(
-        total=num_batches * num_function_evals(sampler, len(timesteps), **repaint_options(conditioning)),
+        total=num_batches * evals,
         desc=f"{sampler}-{steps}",
         unit="NFE",
         disable=not progress,
@@ -202,7 +208,9 @@ def generate(
         generators = [seeded_generator(seed, start + i, 1, device=device) for i in range(count)]
         hook_generators = None
         if conditioning is not None:  # the hook's own noise stream: (seed, i, 2)
-            hook_generators = [seeded_generator(seed, start + i, 2, device=device) for i in range(count)]
+            hook_generators = [
+                seeded_generator(seed, start + i, 2, device=device) for i in range(count)
+            ]
         x0 = sample_conditioned(
             sampler, denoiser, x_T, schedule, timesteps, conditioning=conditioning,
             rows=slice(start, start + count), generator=generators,

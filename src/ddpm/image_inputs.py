@@ -69,7 +69,7 @@ def _header(path: Path, option: str) -> tuple[int, int, bool]:
 
 def _decode(path: Path, mode: str, size: int, resize: bool, option: str) -> np.ndarray:
     """uint8 [C, H, W] in `mode`, resized as training does when asked."""
-    keep_size = (lambda image: image)  # noqa: E731
+    keep_size = lambda image: image  # noqa: E731
     try:
         decoded = decode_file(path, crop_and_resize(size) if resize else keep_size, mode, size=size)
     except Unusable as error:

@@ -8,12 +8,14 @@ results), and optionally each result as a PNG (--out-dir: STEM-00.png, STEM-01.p
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import torch
 
 from ..errors import DDPMError
 from ..output_paths import check_distinct, check_output_file, check_output_folder
+from ..safe_text import printable
 from ..samplers import SAMPLERS, num_function_evals
 from ..schedules import SPACINGS
 from .args import (
@@ -41,6 +43,23 @@ def _check_outputs(args: argparse.Namespace) -> None:
     check_distinct({"--out": Path(args.out), "--npz": args.npz})
 
 
+def result_names(names: list[str], n: int) -> list[str]:
+    """--out-dir's file stems, image-major: STEM-00 ... STEM-{n-1} per input, its folder path
+    flattened with '_' (sub/c.png -> sub_c-00); DDPMError when two inputs would write the same
+    files (a.png and a.jpg, sub/c.png and sub_c.png; compared case-blind for file systems that
+    are), which would silently overwrite one's results with the other's."""
+    stems = [Path(name).with_suffix("").as_posix().replace("/", "_") for name in names]
+    seen: dict[str, str] = {}
+    for name, stem in zip(names, stems):
+        if stem.casefold() in seen:
+            raise DDPMError(
+                f"--out-dir: {printable(seen[stem.casefold()])} and {printable(name)} would both "
+                f"be written as {printable(stem)}-00.png, ...: rename one of them"
+            )
+        seen[stem.casefold()] = name
+    return [f"{stem}-{j:02d}" for stem in stems for j in range(n)]
+
+
 def _prepare(args: argparse.Namespace, *, with_mask: bool):  # type: ignore[no-untyped-def]
     """Load the run and read the images (and masks) -> (run, InputImages, keep or None)."""
     from ..devices import resolve_device
@@ -55,6 +74,8 @@ def _prepare(args: argparse.Namespace, *, with_mask: bool):  # type: ignore[no-u
         args.image, size=data.image_size, channels=data.channels, resize=args.resize,
         convert=args.convert,
     )  # fmt: skip
+    if args.out_dir:  # before any sampling: two inputs must not write the same files
+        result_names(images.names, args.n)
     keep = None
     if with_mask:
         keep = read_masks(args.mask, images, size=data.image_size, resize=args.resize)
@@ -89,9 +110,7 @@ def _write(args: argparse.Namespace, inputs, columns: list[torch.Tensor], result
             for i in range(len(inputs.names))]  # fmt: skip
     print(f"grid: {save_grid(torch.cat(rows), args.out, nrow=len(columns) + n)}")
     if args.out_dir:
-        names = [f"{Path(name).with_suffix('').as_posix().replace('/', '_')}-{j:02d}"
-                 for name in inputs.names for j in range(n)]  # fmt: skip
-        written = save_images(results, args.out_dir, names=names)
+        written = save_images(results, args.out_dir, names=result_names(inputs.names, n))
         print(f"images: {len(written)} PNGs in {args.out_dir} ({written[0].name} ...)")
     if args.npz:
         save_npz(to_uint8(results), args.npz)
@@ -120,8 +139,14 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
         jump=args.jump, labels=labels, guidance=args.guidance, progress=not args.quiet,
     )  # fmt: skip
     nfe = num_function_evals(sample.sampler, sample.steps, resample=args.resample, jump=args.jump)
-    method = f"RePaint (resample {args.resample}, jump {args.jump})" if args.resample > 1 else "replacement"
-    print(f"{sampler_summary(sample, guided=args.guidance != 1.0, nfe=nfe)}; inpainting by {method}")
+    method = (
+        f"RePaint (resample {args.resample}, jump {args.jump})"
+        if args.resample > 1
+        else "replacement"
+    )
+    print(
+        f"{sampler_summary(sample, guided=args.guidance != 1.0, nfe=nfe)}; inpainting by {method}"
+    )
     shown_mask = (keep.float() * 2 - 1).expand_as(images)  # white: kept
     _write(args, inputs, [images, shown_mask], results)
     return 0
@@ -145,9 +170,8 @@ def cmd_edit(args: argparse.Namespace) -> int:
     if t < 0:
         print("strength 0: the images are returned unchanged (no network evaluation)")
     else:
-        steps = min(sample.steps, t + 1)
-        nfe = num_function_evals(sample.sampler, steps)
-        print(f"{sampler_summary(sample, guided=args.guidance != 1.0, nfe=nfe)}; "
+        taken = dataclasses.replace(sample, steps=min(sample.steps, t + 1))  # at most t + 1
+        print(f"{sampler_summary(taken, guided=args.guidance != 1.0)}; "
               f"SDEdit from t = {t} of {run.schedule.num_timesteps}")  # fmt: skip
     _write(args, inputs, [images], results)
     return 0

@@ -10,6 +10,8 @@ i - jump with a draw of the forward process q(x_{t_{i-jump}} | x_{t_i}).
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .common import Generators, randn_like
@@ -23,10 +25,10 @@ def repaint_walk(num_steps: int, *, jump: int = 1, resample: int = 1) -> list[in
     resample = 1 is [0, 1, ..., K]: plain sampling. Denoiser evaluations: len - 1 minus the jumps
     (`walk_evaluations`)."""
     if num_steps < 1 or jump < 1 or resample < 1:
-        raise ValueError(f"need num_steps, jump, resample >= 1, got {num_steps}, {jump}, {resample}")
-    left = {
-        i: resample - 1 for i in range(jump, num_steps) if (num_steps - 1 - i) % jump == 0
-    }
+        raise ValueError(
+            f"need num_steps, jump, resample >= 1, got {num_steps}, {jump}, {resample}"
+        )
+    left = {i: resample - 1 for i in range(jump, num_steps) if (num_steps - 1 - i) % jump == 0}
     walk, i = [0], 0
     while i < num_steps:
         i += 1
@@ -43,8 +45,10 @@ def walk_evaluations(walk: list[int]) -> int:
     return sum(b > a for a, b in zip(walk, walk[1:]))
 
 
-def forward_jump(x: torch.Tensor, ab_from: float, ab_to: float, generator: Generators) -> torch.Tensor:
+def forward_jump(
+    x: torch.Tensor, ab_from: float, ab_to: float, generator: Generators
+) -> torch.Tensor:
     """A draw of q(x_to | x_from) = N(sqrt(ab_to / ab_from) x, (1 - ab_to / ab_from) I) for a
     noisier ab_to <= ab_from: the forward process over several steps at once."""
     ratio = ab_to / ab_from
-    return x * ratio**0.5 + randn_like(x, generator) * (1 - ratio) ** 0.5
+    return x * math.sqrt(ratio) + randn_like(x, generator) * math.sqrt(1 - ratio)
