@@ -305,3 +305,15 @@ def test_api_one_mask_for_every_image_and_image_major_results(loaded):
     assert torch.equal(mixed[2:], plain[2:])
     edited = ddpm.edit(loaded, images, strength=0.0, n=2, progress=False)
     assert torch.equal(edited, images.repeat_interleave(2, dim=0))
+
+
+def test_resample_without_steps_takes_at_most_the_run_s_timesteps(tmp_path, digit, capsys):
+    """--resample without --steps is RePaint's 250 steps, or all of a shorter schedule's T."""
+    run = train_tiny(tmp_path / "short", "diffusion.num_timesteps=40")
+    image, pixels = digit
+    mask = write_png(tmp_path / "mask.png", half_mask())
+    capsys.readouterr()
+    filled = inpaint(run, tmp_path / "out", image, mask, "--resample", "2", "--jump", "5")
+    assert "ddpm, 40 steps" in capsys.readouterr().out
+    keep = half_mask() == 255
+    assert np.array_equal(filled[:, keep, 0], np.stack([pixels[keep]] * 4))

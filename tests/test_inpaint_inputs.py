@@ -208,3 +208,18 @@ def test_two_inputs_that_would_write_the_same_out_dir_files(
     grid = run_command("edit", tiny_run, tmp_path / "ok", "--image", str(tmp_path / "images"),
                        "--n", "1", "--steps", "2")  # fmt: skip
     assert grid.shape == (2, 8, 8, 1)
+
+
+def test_sixteen_bit_grey_images_are_scaled_not_clipped(tmp_path):
+    """A 16-bit grey PNG (PIL's mode I;16) is scaled to 8 bits (v / 257): PIL's own convert("L")
+    clips it to white above 255. The shared decoder serves training folders too."""
+    from ddpm.image_inputs import read_images
+
+    wide = np.linspace(0, 65535, 64).reshape(8, 8).astype(np.uint16)
+    path = tmp_path / "wide.png"
+    Image.fromarray(wide).save(path)
+    assert Image.open(path).mode == "I;16"
+    pixels = read_images(path, size=8, channels=1).pixels[0, 0].numpy()
+    assert np.array_equal(pixels, np.round(wide / 257).astype(np.uint8))
+    colour = read_images(path, size=8, channels=3, convert=True).pixels[0].numpy()
+    assert np.array_equal(colour[1], pixels)

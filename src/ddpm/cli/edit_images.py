@@ -127,10 +127,11 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
         if args.sampler not in (None, "ddpm"):
             raise DDPMError(f"--resample (RePaint) needs --sampler ddpm, not {args.sampler}")
         args.sampler = "ddpm"
-        args.steps = args.steps or REPAINT_STEPS
+    run, inputs, keep = _prepare(args, with_mask=True)
+    if args.resample > 1:  # RePaint's 250 steps unless asked, at most the run's T
+        args.steps = args.steps or min(REPAINT_STEPS, run.schedule.num_timesteps)
         if args.jump >= args.steps:
             raise DDPMError(f"--jump must be below --steps ({args.steps}), got {args.jump}")
-    run, inputs, keep = _prepare(args, with_mask=True)
     total = len(inputs.names) * args.n
     sample, labels = _sample_settings(args, run, total)
     images = from_uint8(inputs.pixels)

@@ -82,7 +82,7 @@ def decode_file(path: Path, preprocess: Preprocess, mode: str, *, size: int) -> 
             width, height = image.size
             _within_limit(image, mode, pixel_limit(size))
             image.load()
-            array = np.asarray(preprocess(image.convert(mode)), dtype=np.uint8)
+            array = np.asarray(preprocess(_eight_bit(image).convert(mode)), dtype=np.uint8)
     except Image.DecompressionBombError:
         raise Unusable(f"over PIL's decompression-bomb limit of "
                        f"{_megapixels(2 * (Image.MAX_IMAGE_PIXELS or 0))}") from None  # fmt: skip
@@ -90,6 +90,15 @@ def decode_file(path: Path, preprocess: Preprocess, mode: str, *, size: int) -> 
         raise Unusable(f"not a readable image ({str(error)[:80]})") from None
     array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
     return Decoded(array=array, width=width, height=height)
+
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """16- and 32-bit grey images (PNG's 16-bit grey opens as I;16) scaled to 8 bits (0..65535 ->
+    0..255): PIL's own convert("L") clips them, turning everything above 255 white."""
+    if image.mode not in ("I;16", "I;16B", "I;16L", "I"):
+        return image
+    wide = np.asarray(image, dtype=np.float64)
+    return Image.fromarray(np.clip(np.round(wide / 257), 0, 255).astype(np.uint8), "L")
 
 
 @contextlib.contextmanager

@@ -39,7 +39,7 @@ from .decode import (
 
 log = logging.getLogger(__name__)
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
-CACHE_FORMAT = 2  # the kept file holds [N, 3]: file index, width, height
+CACHE_FORMAT = 3  # kept file [N, 3]: file index, width, height; 3: 16-bit grey scaled, not clipped
 
 
 def list_images(root: Path) -> list[Path]:
