@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -30,6 +31,11 @@ from .args import (
     seed,
 )
 from .run_option import add_run_options
+
+if TYPE_CHECKING:
+    from ..config import SampleConfig
+    from ..image_inputs import InputImages
+    from ..loaded_run import LoadedRun
 
 REPAINT_STEPS = 250  # RePaint's T (Lugmayr et al. 2022, Sec. 5): --resample without --steps
 
@@ -60,10 +66,10 @@ def result_names(names: list[str], n: int) -> list[str]:
     return [f"{stem}-{j:02d}" for stem in stems for j in range(n)]
 
 
-def _prepare(args: argparse.Namespace, *, with_mask: bool):  # type: ignore[no-untyped-def]
-    """Load the run and read the images (and masks) -> (run, InputImages, keep or None)."""
+def _prepare(args: argparse.Namespace) -> tuple[LoadedRun, InputImages]:
+    """Check the outputs, load the run and read --image -> (run, images)."""
     from ..devices import resolve_device
-    from ..image_inputs import read_images, read_masks
+    from ..image_inputs import read_images
     from ..loaded_run import load_run
     from ..resources import check_images_fit
 
@@ -76,14 +82,13 @@ def _prepare(args: argparse.Namespace, *, with_mask: bool):  # type: ignore[no-u
     )  # fmt: skip
     if args.out_dir:  # before any sampling: two inputs must not write the same files
         result_names(images.names, args.n)
-    keep = None
-    if with_mask:
-        keep = read_masks(args.mask, images, size=data.image_size, resize=args.resize)
     check_images_fit(run.config, len(images.names) * args.n, option="--n x images")
-    return run, images, keep
+    return run, images
 
 
-def _sample_settings(args: argparse.Namespace, run, total: int):  # type: ignore[no-untyped-def]
+def _sample_settings(
+    args: argparse.Namespace, run: LoadedRun, total: int
+) -> tuple[SampleConfig, torch.Tensor | None]:
     """The SampleConfig and labels of the flags (checked as `ddpm sample` checks them)."""
     from ..generate import class_labels, sample_config
 
@@ -99,7 +104,12 @@ def _sample_settings(args: argparse.Namespace, run, total: int):  # type: ignore
     return sample, class_labels(args.class_label, total, run.net.config.num_classes)
 
 
-def _write(args: argparse.Namespace, inputs, columns: list[torch.Tensor], results: torch.Tensor):  # type: ignore[no-untyped-def]
+def _write(
+    args: argparse.Namespace,
+    inputs: InputImages,
+    columns: list[torch.Tensor],
+    results: torch.Tensor,
+) -> None:
     """The grid (a row per input: `columns` then its n results), --out-dir and --npz."""
     from ..metrics.sample_files import save_npz
     from ..pixels import to_uint8
@@ -127,7 +137,11 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
         if args.sampler not in (None, "ddpm"):
             raise DDPMError(f"--resample (RePaint) needs --sampler ddpm, not {args.sampler}")
         args.sampler = "ddpm"
-    run, inputs, keep = _prepare(args, with_mask=True)
+    from ..image_inputs import read_masks
+
+    run, inputs = _prepare(args)
+    data = run.config.data
+    keep = read_masks(args.mask, inputs, size=data.image_size, resize=args.resize)
     if args.resample > 1:  # RePaint's 250 steps unless asked, at most the run's T
         args.steps = args.steps or min(REPAINT_STEPS, run.schedule.num_timesteps)
         if args.jump >= args.steps:
@@ -159,7 +173,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     from ..pixels import from_uint8
     from .sample import sampler_summary
 
-    run, inputs, _ = _prepare(args, with_mask=False)
+    run, inputs = _prepare(args)
     total = len(inputs.names) * args.n
     sample, labels = _sample_settings(args, run, total)
     images = from_uint8(inputs.pixels)
