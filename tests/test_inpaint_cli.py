@@ -317,3 +317,34 @@ def test_resample_without_steps_takes_at_most_the_run_s_timesteps(tmp_path, digi
     assert "ddpm, 40 steps" in capsys.readouterr().out
     keep = half_mask() == 255
     assert np.array_equal(filled[:, keep, 0], np.stack([pixels[keep]] * 4))
+
+
+def test_resample_without_steps_is_repaint_s_250(tiny_run, tmp_path, digit, capsys):
+    image, _ = digit
+    mask = write_png(tmp_path / "mask.png", half_mask())
+    capsys.readouterr()
+    inpaint(tiny_run, tmp_path / "out", image, mask, "--n", "1", "--resample", "2", "--jump", "100")
+    out = capsys.readouterr().out
+    # jump points at 149 and 249 steps from the start, one jump back of 100 each
+    assert "ddpm, 250 steps" in out and "450 NFE" in out and "RePaint (resample 2, jump 100)" in out
+
+
+def test_eval_class_all_scores_class_balanced_samples(guided, tmp_path):
+    """`ddpm eval --class all`: the samples are `ddpm sample --class all`'s (image i of class
+    i % 10, the run's guidance) and metrics.csv says so."""
+    import csv
+
+    from tiny import untrained_featnet
+
+    features = untrained_featnet(tmp_path / "features.safetensors")
+    flags = ["--n", "20", "--seed", "4", "--sampler", "ddim", "--steps", "2", "--class", "all"]
+    out = tmp_path / "eval"
+    args = ["eval", "--run", str(guided), "--features", str(features), "--metrics", "fid"]
+    assert main([*args, *flags, "--out", str(out), "--quiet"]) == 0
+    with (out / "metrics.csv").open() as f:
+        (row,) = list(csv.DictReader(f))
+    assert (row["class_label"], float(row["guidance"])) == ("all", 3.0)
+    (cached,) = (out / "samples").glob("*.npz")
+    scored = np.load(cached)["arr_0"]
+    scored = scored if scored.shape[-1] == 1 else scored.transpose(0, 2, 3, 1)
+    assert np.array_equal(scored.astype(int), sample(guided, tmp_path / "s", *flags))

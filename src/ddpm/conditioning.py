@@ -61,10 +61,14 @@ def replacement_hook(
     sqrt(ab_t) known + sqrt(1 - ab_t) z, a fresh z per call. known [B, C, H, W]; keep: bool,
     broadcastable to it (True = keep); the other pixels are returned bit for bit."""
     ab: list[float] = schedule.alpha_bar.tolist()
+    placed: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def condition(x_t: torch.Tensor, t: int) -> torch.Tensor:
-        noisy = q_sample(known.to(x_t), randn_like(x_t, generator), ab[t])
-        return torch.where(keep.to(x_t.device), noisy, x_t)
+        where = (x_t.device, x_t.dtype)
+        if where not in placed:  # moved to the state's device and dtype once, not every step
+            placed[where] = known.to(x_t), keep.to(x_t.device)
+        x0, kept = placed[where]
+        return torch.where(kept, q_sample(x0, randn_like(x_t, generator), ab[t]), x_t)
 
     return condition
 
