@@ -6,6 +6,7 @@ tests/test_inpaint_inputs.py."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -348,3 +349,22 @@ def test_eval_class_all_scores_class_balanced_samples(guided, tmp_path):
     scored = np.load(cached)["arr_0"]
     scored = scored if scored.shape[-1] == 1 else scored.transpose(0, 2, 3, 1)
     assert np.array_equal(scored.astype(int), sample(guided, tmp_path / "s", *flags))
+
+
+@pytest.mark.gpu
+def test_inpaint_and_edit_on_cuda_keep_pixels_and_seeds(tiny_run):
+    """On a CUDA device: kept pixels exact, results independent of the batch size up to float
+    rounding (convolutions may sum in another order there)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    run = load_run(tiny_run, device=torch.device("cuda"))
+    images = from_uint8(torch.from_numpy(np.stack([picture(40), picture(41)]))[:, None])
+    keep = torch.from_numpy(half_mask() == 255)[None, None]
+    sample_cfg = sample_config(run.config, sampler="ddpm", steps=4)
+    one = ddpm.inpaint(run, images, keep, n=2, seed=3, sample=sample_cfg, progress=False)
+    small = dataclasses.replace(sample_cfg, batch_size=1)
+    batched_apart = ddpm.inpaint(run, images, keep, n=2, seed=3, sample=small, progress=False)
+    assert torch.allclose(one, batched_apart, atol=1e-4)
+    assert torch.equal(torch.where(keep[0], images.repeat_interleave(2, 0), one), one)
+    edited = ddpm.edit(run, images, strength=0.4, n=2, seed=3, sample=sample_cfg, progress=False)
+    assert edited.shape == (4, 1, 8, 8) and edited.device.type == "cpu"
