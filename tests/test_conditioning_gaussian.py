@@ -15,6 +15,7 @@ import torch
 from gaussian_data import correlated_gaussian, moments
 
 from ddpm.conditioning import Editing, Inpainting, edit_timestep, sample_conditioned
+from ddpm.samplers import SAMPLERS
 from ddpm.schedules import make_schedule
 
 GAUSSIAN = correlated_gaussian((1, 2, 2))  # 4 pixels, neighbours correlated 0.9
@@ -123,8 +124,10 @@ def test_sdedit_is_noise_to_t_then_the_probability_flow_back(sampler, steps, str
 
 
 def test_sdedit_with_the_ancestral_sampler_draws_the_posterior():
-    """The ancestral sampler from x_t draws p(x0 | x_t): with G = S sqrt(ab) (ab S + (1 - ab) I)^-1,
-    x0 ~ N(mu + sqrt(ab) G (y - mu), (1 - ab) G G^T + S - sqrt(ab) G S)."""
+    """The ancestral sampler from x_t draws p(x0 | x_t) in the limit of many steps (each step's
+    beta~ variance ignores Var(x0 | x_t), which vanishes as the steps shrink): with
+    G = S sqrt(ab) (ab S + (1 - ab) I)^-1, x0 ~ N(mu + sqrt(ab) G (y - mu),
+    (1 - ab) G G^T + S - sqrt(ab) G S)."""
     strength, S, mu = 0.5, GAUSSIAN.cov, GAUSSIAN.mu
     ab = float(SCHEDULE.alpha_bar[edit_timestep(SCHEDULE, strength)])
     G = S @ torch.linalg.inv(ab * S + (1 - ab) * torch.eye(4, dtype=torch.float64)) * ab**0.5
@@ -176,3 +179,18 @@ def test_repaint_walk_is_the_papers_schedule():
     assert moves.count(-10) == 24 * 9
     assert num_function_evals("ddpm", 250, resample=10, jump=10) == 2410 == moves.count(1)
     assert min(walk[1:]) >= 0 and all(walk[i] < 250 for i in range(len(walk) - 1))
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmpp-2m", "dpmpp-2m-sde", "heun"])
+def test_a_hook_that_changes_nothing_changes_nothing(sampler):
+    """Every sampler applies the hook so that pixels it leaves alone stay bit for bit (heun
+    works in x / sqrt(ab) and applies it as a difference): an identity hook is no hook."""
+    x_T = torch.randn(16, 1, 2, 2, generator=torch.Generator().manual_seed(5))
+    timesteps = [999, 700, 400, 200, 50, 0]
+
+    def run(condition):
+        generator = torch.Generator().manual_seed(6)
+        return SAMPLERS[sampler](GAUSSIAN.denoiser(SCHEDULE), x_T, SCHEDULE, timesteps,
+                                 generator=generator, condition=condition)  # fmt: skip
+
+    assert torch.equal(run(None), run(lambda x, t: x))

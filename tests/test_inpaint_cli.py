@@ -368,3 +368,34 @@ def test_inpaint_and_edit_on_cuda_keep_pixels_and_seeds(tiny_run):
     assert torch.equal(torch.where(keep[0], images.repeat_interleave(2, 0), one), one)
     edited = ddpm.edit(run, images, strength=0.4, n=2, seed=3, sample=sample_cfg, progress=False)
     assert edited.shape == (4, 1, 8, 8) and edited.device.type == "cpu"
+
+
+def test_an_all_black_mask_with_resampling_is_ddpm_sample_too(tiny_run, tmp_path, digit):
+    image, _ = digit
+    black = write_png(tmp_path / "in" / "black.png", np.zeros((8, 8), np.uint8))
+    flags = ["--n", "3", "--seed", "5", "--steps", "6"]
+    filled = inpaint(tiny_run, tmp_path / "inpaint", image, black, *flags, "--resample", "3",
+                     "--jump", "2")  # fmt: skip
+    assert np.array_equal(
+        filled, sample(tiny_run, tmp_path / "sample", *flags, "--sampler", "ddpm")
+    )
+
+
+def test_the_api_takes_the_run_s_guidance_and_refuses_a_jump_without_jump_points(guided):
+    """ddpm.generate / ddpm.inpaint with labels and no guidance use sample.guidance (3 here), as
+    the commands do; RePaint with jump >= steps would resample nowhere: refused."""
+    run = load_run(guided)
+    cfg = sample_config(run.config, sampler="ddpm", steps=3)
+    labels = torch.tensor([1, 2])
+    default = generate(run, cfg, n=2, seed=1, labels=labels, progress=False)
+    assert torch.equal(default, generate(run, cfg, n=2, seed=1, labels=labels, guidance=3.0,
+                                         progress=False))  # fmt: skip
+    assert not torch.equal(default, generate(run, cfg, n=2, seed=1, labels=labels, guidance=1.0,
+                                             progress=False))  # fmt: skip
+    images = from_uint8(torch.from_numpy(picture(8))[None, None])
+    keep = torch.from_numpy(half_mask() == 255)[None, None]
+    filled = ddpm.inpaint(run, images, keep, n=2, seed=1, sample=cfg, labels=labels, progress=False)
+    assert torch.equal(filled, ddpm.inpaint(run, images, keep, n=2, seed=1, sample=cfg,
+                                            labels=labels, guidance=3.0, progress=False))  # fmt: skip
+    with pytest.raises(DDPMError, match="jump"):
+        ddpm.inpaint(run, images, keep, sample=cfg, resample=2, jump=3, progress=False)

@@ -46,7 +46,7 @@ def inpaint(
     resample: int = 1,
     jump: int = 10,
     labels: torch.Tensor | None = None,
-    guidance: float = 1.0,
+    guidance: float | None = None,
     progress: bool = True,
 ) -> torch.Tensor:
     """Fill the pixels `keep` leaves out, n times per image -> float32 [N n, C, H, W] in [-1, 1].
@@ -56,8 +56,9 @@ def inpaint(
     sampler works by replacement (the known pixels of x_t drawn from q(x_t | x_0) before each
     step); resample > 1 adds RePaint's resampling (the ddpm sampler only; resample - 1 jumps back
     of `jump` timesteps at every jump-th step; about resample x the evaluations). labels: [N n]
-    for a class-conditional run. An all-keep mask returns the images without sampling; an
-    all-generate one gives exactly `generate(run, sample, n=N n, seed=seed)`.
+    for a class-conditional run, guided by `guidance` (None: sample.guidance). An all-keep mask
+    returns the images without sampling; an all-generate one gives exactly `generate(run, sample,
+    n=N n, seed=seed)`, with or without resampling (nothing to resample towards).
     """
     _check_images(run, images)
     if keep.dtype != torch.bool or keep.ndim != 4 or keep.shape[0] not in (1, images.shape[0]):
@@ -71,8 +72,13 @@ def inpaint(
     known = _repeat(images.float(), n)
     if bool(keep.all()):  # nothing to generate
         return known
-    conditioning = Inpainting(known, _repeat(keep, n), resample=resample, jump=jump)
     sample = sample_config(run.config) if sample is None else sample
+    if not bool(keep.any()):  # nothing kept: plain sampling (RePaint would only add noise)
+        return generate(
+            run, sample, n=known.shape[0], seed=seed, labels=labels, guidance=guidance,
+            progress=progress,
+        )  # fmt: skip
+    conditioning = Inpainting(known, _repeat(keep, n), resample=resample, jump=jump)
     return generate(
         run, sample, n=known.shape[0], seed=seed, labels=labels, guidance=guidance,
         progress=progress, conditioning=conditioning,
@@ -88,7 +94,7 @@ def edit(
     seed: int = 0,
     sample: SampleConfig | None = None,
     labels: torch.Tensor | None = None,
-    guidance: float = 1.0,
+    guidance: float | None = None,
     progress: bool = True,
 ) -> torch.Tensor:
     """SDEdit (Meng et al. 2022): n variations per image -> float32 [N n, C, H, W] in [-1, 1].

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from .config import SampleConfig, to_dict
-from .generate import ClassChoice, check_class_labels, class_labels, generate
+from .generate import ClassChoice, check_class_labels, class_labels, generate, resolve_guidance
 from .loaded_run import LoadedRun
 from .metrics.sample_files import load_samples, save_npz
 from .pixels import to_uint8
@@ -39,7 +39,7 @@ class SampleRequest:
     seed: int = 0
     # every image of this class, or "all": image i of class i % num_classes (class-balanced)
     class_label: ClassChoice = None
-    guidance: float = 1.0
+    guidance: float | None = None  # None: sample.guidance with a class, else 1
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,8 @@ def generation_key(run: LoadedRun, request: SampleRequest) -> GenerationKey:
     cannot take, as generate would, so a bad request fails before any work."""
     sample = request.sample
     labels = class_labels(request.class_label, 1, run.net.config.num_classes)
-    check_class_labels(run.net, labels, request.guidance)
+    guidance = resolve_guidance(request.guidance, request.sample, labels is not None)
+    check_class_labels(run.net, labels, guidance)
     device = next(run.net.parameters()).device
     return GenerationKey(
         weights=weights_digest(run.net),
@@ -111,7 +112,7 @@ def generation_key(run: LoadedRun, request: SampleRequest) -> GenerationKey:
         steps=sample.steps,
         spacing=sample.spacing,
         eta=float(sample.eta) if sample.sampler == "ddim" else None,
-        guidance=float(request.guidance),
+        guidance=float(guidance),
         class_label=request.class_label,
         precision=resolve_precision(sample.precision, device),
         compile=sample.compile,

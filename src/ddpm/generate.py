@@ -67,6 +67,10 @@ def sampler_options(
     repaint = repaint_options(conditioning)
     if repaint and sample.sampler != "ddpm":
         raise DDPMError(f"resampling (RePaint) needs the ddpm sampler, not {sample.sampler}")
+    if repaint and repaint["jump"] >= sample.steps:  # no jump point: silently no resampling
+        raise DDPMError(
+            f"RePaint's jump ({repaint['jump']}) must be below the steps ({sample.steps})"
+        )
     if sample.sampler == "ddim":
         return {"eta": sample.eta}
     return {"variance": config.diffusion.variance, **repaint} if sample.sampler == "ddpm" else {}
@@ -92,6 +96,14 @@ def class_labels(class_label: ClassChoice, n: int, num_classes: int = 0) -> torc
             )
         return torch.arange(n, dtype=torch.long) % num_classes
     return torch.full((n,), class_label, dtype=torch.long)
+
+
+def resolve_guidance(guidance: float | None, sample: SampleConfig, labels_given: bool) -> float:
+    """The guidance scale to use: `guidance` when given, else the sample config's
+    (sample.guidance, the run's own by default) when there are labels, else 1 (no guidance)."""
+    if guidance is not None:
+        return guidance
+    return sample.guidance if labels_given else 1.0
 
 
 def check_class_labels(net: UNet, labels: torch.Tensor | None, guidance: float) -> None:
@@ -145,7 +157,7 @@ def generate(
     n: int,
     seed: int = 0,
     labels: torch.Tensor | None = None,
-    guidance: float = 1.0,
+    guidance: float | None = None,
     noise: torch.Tensor | None = None,
     callback: Callable[[StepInfo], None] | None = None,
     progress: bool = True,
@@ -160,7 +172,8 @@ def generate(
     Image i depends only on (seed, i), not on the batch size: its starting noise and any noise a
     stochastic sampler adds come from generators keyed by (seed, i). `noise` [n, C, H, W]
     replaces the seeded starting noise (interpolation). labels: LongTensor [n] for a
-    class-conditional model, with classifier-free `guidance` (see `make_denoiser`). callback
+    class-conditional model, with classifier-free `guidance` (see `make_denoiser`; None: the
+    sample config's sample.guidance when labels are given). callback
     receives each step's StepInfo; progress: a bar counting network evaluations. conditioning:
     inpainting or editing its n = conditioning.num_images rows (ddpm.conditioning), with the same
     seeds (the hook's own noise for image i from the generator keyed (seed, i, 2)).
@@ -176,6 +189,7 @@ def generate(
         raise ValueError(f"noise has {noise.shape[0]} rows for n={n}")
     if conditioning is not None and conditioning.num_images != n:
         raise ValueError(f"conditioning has {conditioning.num_images} rows for n={n}")
+    guidance = resolve_guidance(guidance, sample, labels is not None)
     check_class_labels(net, labels, guidance)
     if conditioning is None:
         timesteps = sampling_timesteps(schedule, steps, sample.spacing)

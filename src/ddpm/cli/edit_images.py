@@ -183,7 +183,8 @@ def cmd_edit(args: argparse.Namespace) -> int:
     )  # fmt: skip
     t = edit_timestep(run.schedule, args.strength)
     if t < 0:
-        print("strength 0: the images are returned unchanged (no network evaluation)")
+        print(f"strength {args.strength} noises to no timestep (under 1/T): the images are "
+              f"returned unchanged, no network evaluation")  # fmt: skip
     else:
         taken = dataclasses.replace(sample, steps=min(sample.steps, t + 1))  # at most t + 1
         print(f"{sampler_summary(taken, guided=args.guidance != 1.0)}; "

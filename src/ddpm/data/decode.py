@@ -93,8 +93,9 @@ def decode_file(path: Path, preprocess: Preprocess, mode: str, *, size: int) -> 
 
 
 def _eight_bit(image: Image.Image) -> Image.Image:
-    """16- and 32-bit grey images (PNG's 16-bit grey opens as I;16) scaled to 8 bits (0..65535 ->
-    0..255): PIL's own convert("L") clips them, turning everything above 255 white."""
+    """16- and 32-bit grey images (PNG's 16-bit grey opens as I;16) scaled to 8 bits, assuming
+    the 16-bit range (0..65535 -> 0..255; a 32-bit "I" image holding 8-bit values comes out
+    dark): PIL's own convert("L") clips them, turning everything above 255 white."""
     if image.mode not in ("I;16", "I;16B", "I;16L", "I"):
         return image
     wide = np.asarray(image, dtype=np.float64)

@@ -26,8 +26,10 @@ class StepInfo:
 
 
 Callback = Callable[[StepInfo], None]
-# A conditioning hook `(x_t, t) -> x_t`: rewrites the state before each denoiser evaluation at
-# timestep t (inpainting puts a draw of q(x_t | x_0) in the known pixels: ddpm.conditioning).
+# A conditioning hook `(x_t, t) -> x_t`: rewrites the state before each step's denoiser
+# evaluation at timestep t (heun: before its first; its corrector evaluation at the next sigma is
+# not hooked, the next step's first is) (inpainting puts a draw of q(x_t | x_0) in the known
+# pixels: ddpm.conditioning).
 Condition = Callable[[torch.Tensor, int], torch.Tensor]
 
 
