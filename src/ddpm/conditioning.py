@@ -117,10 +117,15 @@ class Inpainting:
         return torch.where(self.keep[rows].to(x0.device), known, x0)
 
 
-def edit_timestep(schedule: Schedule, strength: float) -> int:
-    """The timestep SDEdit noises to: round(strength T) - 1, -1 (no noise) for small strengths."""
+def check_strength(strength: float) -> None:
+    """DDPMError unless 0 <= strength <= 1 (NaN included)."""
     if not 0.0 <= strength <= 1.0:
         raise DDPMError(f"strength must be in [0, 1], got {strength}")
+
+
+def edit_timestep(schedule: Schedule, strength: float) -> int:
+    """The timestep SDEdit noises to: round(strength T) - 1, -1 (no noise) for small strengths."""
+    check_strength(strength)
     return round(strength * schedule.num_timesteps) - 1
 
 
@@ -134,8 +139,7 @@ class Editing:
     def __post_init__(self) -> None:
         if self.images.ndim != 4:
             raise ValueError("images must be [N, C, H, W]")
-        if not 0.0 <= self.strength <= 1.0:
-            raise DDPMError(f"strength must be in [0, 1], got {self.strength}")
+        check_strength(self.strength)
 
     @property
     def num_images(self) -> int:

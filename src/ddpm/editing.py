@@ -107,10 +107,10 @@ def edit(
     _check_images(run, images)
     if n < 1:
         raise DDPMError(f"n must be >= 1, got {n}")
-    if not 0.0 <= strength <= 1.0:
-        raise DDPMError(f"strength must be in [0, 1], got {strength}")
+    # refuses a strength outside [0, 1]; -1 below 1/T: no noise, nothing to denoise
+    start = edit_timestep(run.schedule, strength)
     repeated = _repeat(images.float(), n)
-    if edit_timestep(run.schedule, strength) < 0:  # no noise: nothing to denoise
+    if start < 0:
         return repeated
     sample = sample_config(run.config) if sample is None else sample
     return generate(

@@ -38,11 +38,12 @@ MASK_THRESHOLD = 128  # mask pixels >= this keep the image's pixel
 @dataclass(frozen=True)
 class InputImages:
     """pixels: uint8 [N, C, size, size]; paths: the N files; names: their paths relative to the
-    folder given (a file's own name for one file)."""
+    folder given (a file's own name for one file); sizes: each file's own (width, height)."""
 
     pixels: torch.Tensor
     paths: list[Path]
     names: list[str]
+    sizes: list[tuple[int, int]]
 
 
 def image_files(path: str | Path, option: str) -> tuple[list[Path], list[str]]:
@@ -90,9 +91,10 @@ def read_images(
     DDPMError (one line naming the file and the flag that would accept it) for one that does not
     fit."""
     files, names = image_files(path, option)
-    arrays = []
+    arrays, sizes = [], []
     for file in files:
         width, height, grey = _header(file, option)
+        sizes.append((width, height))
         if (width, height) != (size, size) and not resize:
             raise DDPMError(
                 f"{option}: {printable(file)} is {width}x{height} but the run makes {size}x{size} "
@@ -115,7 +117,7 @@ def read_images(
                 )
             array = _decode(file, "RGB", size, resize, option)
         arrays.append(array)
-    return InputImages(torch.from_numpy(np.stack(arrays)), files, names)
+    return InputImages(torch.from_numpy(np.stack(arrays)), files, names, sizes)
 
 
 def _mask_for(mask_root: Path, name: str, option: str) -> Path:
@@ -142,28 +144,42 @@ def read_masks(
     root = Path(path)
     if not root.exists():
         raise DDPMError(f"{option}: no such file or folder: {printable(root)}")
-    masks = []
-    for image_path, name in zip(images.paths, images.names):
+    masks, read = (
+        [],
+        {},
+    )  # read: one mask file shared by every image is read (and warned about) once
+    for image_path, name, image_size in zip(images.paths, images.names, images.sizes):
         mask_path = _mask_for(root, name, option) if root.is_dir() else root
-        mask_size = _header(mask_path, option)[:2]
-        image_size = _header(image_path, "--image")[:2]
+        if mask_path not in read:
+            read[mask_path] = _read_mask(mask_path, size, resize, option)
+        mask_size, keep = read[mask_path]
         if mask_size != image_size:
             raise DDPMError(
                 f"{option}: {printable(mask_path)} is {mask_size[0]}x{mask_size[1]} but its image "
                 f"{printable(image_path)} is {image_size[0]}x{image_size[1]}: a mask must have its "
                 f"image's size"
             )
-        mask = _decode(mask_path, "L", size, False, option)
-        if resize and mask_size != (size, size):
-            mask = _resize_mask(mask, size)
-        levels = np.unique(mask)
-        if not set(levels.tolist()) <= {0, 255}:
-            log.warning(
-                "%s is not black and white (%d grey levels): thresholded at %d, pixels >= %d "
-                "(white) are kept", printable(mask_path), len(levels), MASK_THRESHOLD, MASK_THRESHOLD,
-            )  # fmt: skip
-        masks.append(torch.from_numpy(mask >= MASK_THRESHOLD))
+        masks.append(keep)
     return torch.stack(masks)
+
+
+def _read_mask(
+    mask_path: Path, size: int, resize: bool, option: str
+) -> tuple[tuple[int, int], torch.Tensor]:
+    """(the file's own (width, height), bool [1, size, size] kept pixels) of one mask file,
+    warning when it is not black and white. A mask of another size than `size` comes back at its
+    own size unless resize (its image must then be refused or resized too: read_masks checks)."""
+    mask_size = _header(mask_path, option)[:2]
+    mask = _decode(mask_path, "L", size, False, option)
+    if resize and mask_size != (size, size):
+        mask = _resize_mask(mask, size)
+    levels = np.unique(mask)
+    if not set(levels.tolist()) <= {0, 255}:
+        log.warning(
+            "%s is not black and white (%d grey levels): thresholded at %d, pixels >= %d "
+            "(white) are kept", printable(mask_path), len(levels), MASK_THRESHOLD, MASK_THRESHOLD,
+        )  # fmt: skip
+    return mask_size, torch.from_numpy(mask >= MASK_THRESHOLD)
 
 
 def _resize_mask(mask: np.ndarray, size: int) -> np.ndarray:

@@ -17,6 +17,7 @@ from ..errors import DDPMError, shorten
 from ..precision import PRECISIONS
 
 if TYPE_CHECKING:
+    from ..config import SampleConfig
     from ..loaded_run import LoadedRun
 
 
@@ -149,6 +150,24 @@ def default_to_run(args: argparse.Namespace, run: LoadedRun) -> None:
         args.steps = run.config.sample.steps
     if getattr(args, "guidance", 1.0) is None:  # the run's guidance applies to a --class only
         args.guidance = run.config.sample.guidance if args.class_label is not None else 1.0
+
+
+def sample_from_flags(args: argparse.Namespace, run: LoadedRun) -> SampleConfig:
+    """The SampleConfig that --sampler, --steps, --eta, --spacing, --batch-size, --precision and
+    --compile ask for on this run, as `ddpm sample`, `eval`, `inpaint` and `edit` take them: the
+    run's defaults filled in (default_to_run, --guidance too), the flags checked
+    (check_generation_flags), then ddpm.generate.sample_config."""
+    from ..generate import sample_config
+
+    default_to_run(args, run)
+    check_generation_flags(
+        run, sampler=args.sampler, steps=args.steps, eta=args.eta, class_label=args.class_label,
+        guidance=args.guidance,
+    )  # fmt: skip
+    return sample_config(
+        run.config, sampler=args.sampler, steps=args.steps, eta=args.eta, spacing=args.spacing,
+        batch_size=args.batch_size, precision=args.precision, compile=args.compile,
+    )  # fmt: skip
 
 
 def add_sampler_options(parser: argparse.ArgumentParser, choices: Sequence[str]) -> None:

@@ -24,10 +24,9 @@ from .args import (
     add_guidance_options,
     add_network_options,
     add_sampler_options,
-    check_generation_flags,
-    default_to_run,
     finite_float,
     positive_int,
+    sample_from_flags,
     seed,
 )
 from .run_option import add_run_options
@@ -90,17 +89,9 @@ def _sample_settings(
     args: argparse.Namespace, run: LoadedRun, total: int
 ) -> tuple[SampleConfig, torch.Tensor | None]:
     """The SampleConfig and labels of the flags (checked as `ddpm sample` checks them)."""
-    from ..generate import class_labels, sample_config
+    from ..generate import class_labels
 
-    default_to_run(args, run)
-    check_generation_flags(
-        run, sampler=args.sampler, steps=args.steps, eta=args.eta, class_label=args.class_label,
-        guidance=args.guidance,
-    )  # fmt: skip
-    sample = sample_config(
-        run.config, sampler=args.sampler, steps=args.steps, eta=args.eta, spacing=args.spacing,
-        batch_size=args.batch_size, precision=args.precision, compile=args.compile,
-    )  # fmt: skip
+    sample = sample_from_flags(args, run)
     return sample, class_labels(args.class_label, total, run.net.config.num_classes)
 
 

@@ -18,10 +18,9 @@ from .args import (
     add_guidance_options,
     add_network_options,
     add_sampler_options,
-    check_generation_flags,
     data_config,
-    default_to_run,
     positive_int,
+    sample_from_flags,
     seed,
 )
 from .run_option import add_run_options
@@ -32,7 +31,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ..eval_csv import format_table, read_metrics, write_rows
     from ..eval_samples import SampleRequest
     from ..evaluate import MODEL_METRICS, BpdSettings, Reference, evaluate, parse_metrics
-    from ..generate import sample_config
     from ..loaded_run import load_run
     from ..metrics.extractors import resolve_feature_space
 
@@ -53,17 +51,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     run = load_run(args.run, use_ema=not args.no_ema, device=device) if args.run else None
     samples = args.samples
     if run is not None and sample_list and not args.samples:  # eval generates args.n images
-        default_to_run(args, run)
         check_images_fit(run.config, args.n, option="--n")
-        check_generation_flags(
-            run, sampler=args.sampler, steps=args.steps, eta=args.eta,
-            class_label=args.class_label, guidance=args.guidance,
-        )  # fmt: skip
-        sample = sample_config(
-            run.config, sampler=args.sampler, steps=args.steps, eta=args.eta,
-            spacing=args.spacing, batch_size=args.batch_size, precision=args.precision,
-            compile=args.compile,
-        )  # fmt: skip
+        sample = sample_from_flags(args, run)
         samples = SampleRequest(sample, args.n, args.seed, args.class_label, args.guidance)
     if sample_list:  # a missing feature network or weights file: refused before the sampling
         resolve_feature_space(args.features, inception_weights=args.inception_weights)

@@ -15,10 +15,9 @@ from .args import (
     add_guidance_options,
     add_network_options,
     add_sampler_options,
-    check_generation_flags,
-    default_to_run,
     finite_float,
     positive_int,
+    sample_from_flags,
     seed,
 )
 from .run_option import add_run_options
@@ -37,7 +36,7 @@ def sampler_summary(sample: SampleConfig, *, guided: bool = False, nfe: int | No
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from ..devices import resolve_device
-    from ..generate import class_labels, generate, sample_config
+    from ..generate import class_labels, generate
     from ..loaded_run import load_run
     from ..metrics.sample_files import save_npz
     from ..pixels import to_uint8
@@ -60,16 +59,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         check_output_file(args.npz, "sample file (--npz)")
     check_distinct({"--out": out, "--progressive": progressive, "--npz": args.npz})
     run = load_run(args.run, use_ema=not args.no_ema, device=resolve_device(args.device))
-    default_to_run(args, run)
     check_images_fit(run.config, args.n, option="--n")
-    check_generation_flags(
-        run, sampler=args.sampler, steps=args.steps, eta=args.eta, class_label=args.class_label,
-        guidance=args.guidance,
-    )  # fmt: skip
-    sample = sample_config(
-        run.config, sampler=args.sampler, steps=args.steps, eta=args.eta, spacing=args.spacing,
-        batch_size=args.batch_size, precision=args.precision, compile=args.compile,
-    )  # fmt: skip
+    sample = sample_from_flags(args, run)
     recorder = None
     if args.progressive is not None:
         recorder = TrajectoryRecorder(args.steps, num_frames=10, num_images=min(4, args.n))
